@@ -1,0 +1,1 @@
+//! attestation: see DESIGN.md. Not built yet; this crate is a placeholder for its own issue.

@@ -1,0 +1,461 @@
+//! `image-rs`: pull OCI images into a verified store and assemble rootfs
+//! directories. A thin command-line layer over the `image_rs` library.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use image_rs::progress::{ProgressEvent, ProgressSink};
+use image_rs::registry::Login;
+use image_rs::unpack::Limits;
+use image_rs::{
+    Credentials, Layout, Platform, PullOptions, Puller, Reference, RegistryClient, RegistryConfig,
+    Store,
+};
+use zeroize::Zeroizing;
+
+const DEFAULT_STORE: &str = "/var/lib/sealpod/image-rs";
+
+/// Pull, verify and unpack OCI container images, as a confidential guest
+/// does: every manifest, config and layer is checked against its digest
+/// before use, and layers are unpacked as hostile input.
+#[derive(Parser, Debug)]
+#[command(name = "image-rs", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, global = true, env = "IMAGE_RS_LOG", default_value = "warn")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pull an image and assemble its root filesystem.
+    Pull(PullArgs),
+    /// List the images in the store (reference, manifest digest, size).
+    Images {
+        /// Store directory.
+        #[arg(long, env = "IMAGE_RS_STORE", default_value = DEFAULT_STORE)]
+        store: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove layers and blobs no image in the store references.
+    Gc {
+        /// Store directory.
+        #[arg(long, env = "IMAGE_RS_STORE", default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+    /// Unmount an overlay rootfs made by `pull --layout overlay` and free its
+    /// private upper directory.
+    Unmount {
+        /// The rootfs mount point.
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Store directory.
+        #[arg(long, env = "IMAGE_RS_STORE", default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct PullArgs {
+    /// Image reference: [REGISTRY/]NAME[:TAG][@DIGEST].
+    reference: String,
+    /// Where the root filesystem goes (absent or an empty directory).
+    #[arg(long)]
+    rootfs: PathBuf,
+    /// flat: a plain directory tree; overlay: an overlayfs mount over the
+    /// shared store layers with a private upper dir.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Overlay)]
+    layout: LayoutArg,
+    /// Store directory (layers are kept there and shared between images).
+    #[arg(long, env = "IMAGE_RS_STORE", default_value = DEFAULT_STORE)]
+    store: PathBuf,
+    /// Talk plain HTTP to the registry (loopback registries fall back to it
+    /// on their own).
+    #[arg(long)]
+    plain_http: bool,
+    /// Extra CA certificate(s) to trust, PEM (repeatable).
+    #[arg(long = "ca-file", value_name = "PEM")]
+    ca_files: Vec<PathBuf>,
+    /// docker config.json or containers auth.json with registry logins
+    /// (default: $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.docker/config.json).
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+    /// Registry user name (the password is read from stdin).
+    #[arg(long, requires = "password_stdin")]
+    username: Option<String>,
+    /// Read the registry password from standard input.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Platform to pick from a multi-platform image: OS/ARCH[/VARIANT]
+    /// (default: this machine's).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Layers downloaded and unpacked at the same time.
+    #[arg(long, default_value_t = 3)]
+    max_concurrent: usize,
+    /// Progress display on stderr: auto (live on a terminal, plain lines
+    /// otherwise), plain, json (one event per line) or none.
+    #[arg(long, value_enum, default_value_t = ProgressArg::Auto)]
+    progress: ProgressArg,
+    /// Largest unpacked size of one layer, in bytes (decompression bombs).
+    #[arg(long, default_value_t = Limits::default().max_layer_bytes)]
+    max_layer_bytes: u64,
+    /// Most tar entries in one layer.
+    #[arg(long, default_value_t = Limits::default().max_entries)]
+    max_entries: u64,
+    /// Create device nodes found in layers (skipped by default).
+    #[arg(long)]
+    allow_devices: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LayoutArg {
+    Flat,
+    Overlay,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum ProgressArg {
+    Auto,
+    Plain,
+    Json,
+    None,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("{e}");
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "image-rs: error: {}",
+                msg.replace('\n', " ")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        b.init();
+    } else {
+        b.json().init();
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Pull(args) => rt.block_on(pull(args)),
+        Command::Images { store, json } => {
+            let store = Store::open(&store)
+                .with_context(|| format!("opening store {}", store.display()))?;
+            let images = store.images()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&images)?);
+            } else {
+                println!(
+                    "{:<50} {:<75} {:>12}",
+                    "REFERENCE", "MANIFEST DIGEST", "SIZE"
+                );
+                for i in images {
+                    println!(
+                        "{:<50} {:<75} {:>12}",
+                        i.reference,
+                        i.manifest_digest.to_string(),
+                        human(i.size())
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Gc { store } => {
+            let store = Store::open(&store)
+                .with_context(|| format!("opening store {}", store.display()))?;
+            let r = store.gc().context("collecting garbage in the store")?;
+            println!(
+                "removed {} layers, {} blobs, {} stale mount dirs",
+                r.layers_removed, r.blobs_removed, r.mounts_removed
+            );
+            Ok(())
+        }
+        Command::Unmount { rootfs, store } => {
+            let store = Store::open(&store)
+                .with_context(|| format!("opening store {}", store.display()))?;
+            let client = Arc::new(RegistryClient::new(RegistryConfig::default())?);
+            Puller::new(client, store).unmount(&rootfs)?;
+            Ok(())
+        }
+    }
+}
+
+async fn pull(a: PullArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let reference: Reference = a.reference.parse()?;
+    let mut credentials = match &a.auth_file {
+        Some(f) => Credentials::from_auth_file(f)?,
+        None => Credentials::from_default_files()?,
+    };
+    if let (Some(user), true) = (&a.username, a.password_stdin) {
+        let mut pw = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut pw)
+            .context("reading the password from stdin")?;
+        let trimmed = Zeroizing::new(pw.trim_end_matches(['\n', '\r']).to_string());
+        if trimmed.is_empty() {
+            bail!("--password-stdin: standard input was empty; pipe the password in");
+        }
+        credentials.explicit = Some(Login {
+            username: user.clone(),
+            password: trimmed,
+        });
+    }
+    let platform = a
+        .platform
+        .as_deref()
+        .map(str::parse::<Platform>)
+        .transpose()?;
+    let client = Arc::new(RegistryClient::new(RegistryConfig {
+        plain_http: a.plain_http,
+        ca_files: a.ca_files.clone(),
+        credentials,
+        ..RegistryConfig::default()
+    })?);
+    let store =
+        Store::open(&a.store).with_context(|| format!("opening store {}", a.store.display()))?;
+    let progress: Arc<dyn ProgressSink> = match a.progress {
+        ProgressArg::None => Arc::new(image_rs::progress::NoProgress),
+        ProgressArg::Json => Arc::new(JsonProgress),
+        ProgressArg::Plain => Arc::new(PlainProgress),
+        ProgressArg::Auto if std::io::stderr().is_terminal() => Arc::new(LiveProgress::default()),
+        ProgressArg::Auto => Arc::new(PlainProgress),
+    };
+    let opts = PullOptions {
+        layout: match a.layout {
+            LayoutArg::Flat => Layout::Flat,
+            LayoutArg::Overlay => Layout::Overlay,
+        },
+        platform,
+        max_concurrent: a.max_concurrent,
+        limits: Limits {
+            max_layer_bytes: a.max_layer_bytes,
+            max_entries: a.max_entries,
+            allow_devices: a.allow_devices,
+            ..Limits::default()
+        },
+        progress,
+    };
+    let report = Puller::new(client, store)
+        .pull(&reference, &a.rootfs, &opts)
+        .await
+        .with_context(|| format!("pulling {reference} into {}", a.rootfs.display()))?;
+    if a.progress != ProgressArg::None && a.progress != ProgressArg::Json {
+        let cached = report.layers.iter().filter(|l| l.cached).count();
+        eprintln!(
+            "pulled {} ({} layers, {} from the store, {} fetched in {} blobs) to {} in {:.2?}",
+            report.reference,
+            report.layers.len(),
+            cached,
+            human(report.bytes_fetched),
+            report.blobs_fetched,
+            report.rootfs.display(),
+            started.elapsed()
+        );
+    }
+    println!("{}", report.manifest_digest);
+    Ok(())
+}
+
+fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn short(d: &image_rs::Digest) -> String {
+    d.to_string().chars().take(19).collect()
+}
+
+/// One JSON object per event, one per line, on stderr.
+struct JsonProgress;
+impl ProgressSink for JsonProgress {
+    fn event(&self, e: &ProgressEvent) {
+        if let Ok(s) = serde_json::to_string(e) {
+            let _ = writeln!(std::io::stderr().lock(), "{s}");
+        }
+    }
+}
+
+/// Plain lines for logs and pipes: layer start and finish only.
+struct PlainProgress;
+impl ProgressSink for PlainProgress {
+    fn event(&self, e: &ProgressEvent) {
+        let line = match e {
+            ProgressEvent::Resolved {
+                manifest,
+                layers,
+                total_bytes,
+            } => {
+                format!(
+                    "resolved {manifest}: {layers} layers, {}",
+                    human(*total_bytes)
+                )
+            }
+            ProgressEvent::LayerStarted {
+                index,
+                digest,
+                size,
+            } => {
+                format!(
+                    "layer {index} {}: downloading {}",
+                    short(digest),
+                    human(*size)
+                )
+            }
+            ProgressEvent::LayerDone {
+                index,
+                digest,
+                cached: true,
+                ..
+            } => {
+                format!("layer {index} {}: already in the store", short(digest))
+            }
+            ProgressEvent::LayerDone {
+                index,
+                digest,
+                fetched_bytes,
+                ..
+            } => {
+                format!(
+                    "layer {index} {}: verified and unpacked ({})",
+                    short(digest),
+                    human(*fetched_bytes)
+                )
+            }
+            ProgressEvent::LayerProgress { .. } | ProgressEvent::Done { .. } => return,
+        };
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}
+
+/// A live display on a terminal: one line per layer, redrawn in place.
+#[derive(Default)]
+struct LiveProgress {
+    state: Mutex<LiveState>,
+}
+
+#[derive(Default)]
+struct LiveState {
+    lines: Vec<String>,
+    drawn: usize,
+    last: Option<Instant>,
+}
+
+impl ProgressSink for LiveProgress {
+    fn event(&self, e: &ProgressEvent) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut force = true;
+        match e {
+            ProgressEvent::Resolved { layers, .. } => {
+                s.lines = vec!["waiting".to_string(); *layers]
+            }
+            ProgressEvent::LayerStarted {
+                index,
+                digest,
+                size,
+            } => set(
+                &mut s.lines,
+                *index,
+                format!("{}  0% of {}", short(digest), human(*size)),
+            ),
+            ProgressEvent::LayerProgress {
+                index,
+                digest,
+                bytes,
+                size,
+            } => {
+                force = false;
+                let pct = if *size > 0 { bytes * 100 / size } else { 100 };
+                set(
+                    &mut s.lines,
+                    *index,
+                    format!("{} {pct:>3}% of {}", short(digest), human(*size)),
+                );
+            }
+            ProgressEvent::LayerDone {
+                index,
+                digest,
+                cached,
+                ..
+            } => set(
+                &mut s.lines,
+                *index,
+                format!(
+                    "{} {}",
+                    short(digest),
+                    if *cached { "in the store" } else { "done" }
+                ),
+            ),
+            ProgressEvent::Done { .. } => {}
+        }
+        if !force && s.last.is_some_and(|t| t.elapsed().as_millis() < 100) {
+            return;
+        }
+        s.last = Some(Instant::now());
+        let mut out = String::new();
+        if s.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", s.drawn));
+        }
+        for (i, l) in s.lines.iter().enumerate() {
+            out.push_str(&format!("\x1b[2Klayer {i}: {l}\n"));
+        }
+        s.drawn = s.lines.len();
+        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+    }
+}
+
+fn set(lines: &mut Vec<String>, i: usize, v: String) {
+    if lines.len() <= i {
+        lines.resize(i + 1, String::new());
+    }
+    lines[i] = v;
+}

@@ -1,0 +1,362 @@
+//! Flat layout: applies overlayfs-format layer directories, in order, onto
+//! one plain directory tree, the way overlayfs would present them merged.
+//!
+//! Whiteouts (char 0/0) delete, opaque directories replace their lower
+//! content, a non-directory replaces a directory and vice versa. Files are
+//! copied (`copy_file_range`, so the kernel moves the bytes), never hard
+//! linked to the store: the rootfs must not be able to change a shared layer.
+//! Everything is done with directory fds and `O_NOFOLLOW`, so the merge never
+//! follows a symlink either.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
+
+use super::fsutil::{self, ioe, remove_all_at};
+use super::{write_all_fd, OVERLAY_OPAQUE_XATTR};
+
+/// Applies the layer directory `layer` on top of the tree at `dest`.
+pub fn merge_layer(layer: &Path, dest: &Path) -> io::Result<MergeStats> {
+    let open = |p: &Path| {
+        rfs::open(
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(ioe)
+    };
+    let src = open(layer)?;
+    let dst = open(dest)?;
+    let mut m = Merger {
+        links: HashMap::new(),
+        dst_root: dst.try_clone()?,
+        is_root: rustix::process::geteuid().is_root(),
+        stats: MergeStats::default(),
+        buf: vec![0; 128 * 1024],
+    };
+    m.merge_dir(src.as_fd(), dst.as_fd(), b"", 0)?;
+    Ok(m.stats)
+}
+
+/// What a merge did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MergeStats {
+    /// Entries copied or linked.
+    pub entries: u64,
+    /// Whiteouts applied.
+    pub whiteouts: u64,
+    /// Bytes copied.
+    pub bytes: u64,
+}
+
+struct Merger {
+    /// Source (dev, ino) of multiply-linked files -> where the first copy went.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    dst_root: OwnedFd,
+    is_root: bool,
+    stats: MergeStats,
+    buf: Vec<u8>,
+}
+
+fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = rel.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+impl Merger {
+    fn merge_dir(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        rel: &[u8],
+        depth: usize,
+    ) -> io::Result<()> {
+        if depth > 2048 {
+            return Err(io::Error::other("directory tree too deep"));
+        }
+        let names: Vec<Vec<u8>> = rfs::Dir::read_from(src)
+            .map_err(ioe)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_bytes().to_vec())
+            .filter(|n| n != b"." && n != b"..")
+            .collect();
+        for name in names {
+            let n = OsStr::from_bytes(&name);
+            let st = rfs::statat(src, n, AtFlags::SYMLINK_NOFOLLOW).map_err(ioe)?;
+            let ft = fsutil::file_type(&st);
+            let path = join(rel, &name);
+            let ctx = |e: io::Error| {
+                io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(&path)))
+            };
+            match ft {
+                FileType::CharacterDevice if st.st_rdev == 0 => {
+                    remove_all_at(dst, n).map_err(ctx)?;
+                    self.stats.whiteouts += 1;
+                }
+                FileType::Directory => {
+                    let s = rfs::openat(
+                        src,
+                        n,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(ioe)
+                    .map_err(ctx)?;
+                    match fsutil::lstat_at(dst, n).map_err(ctx)? {
+                        Some(d) if fsutil::file_type(&d) == FileType::Directory => {}
+                        Some(_) => {
+                            rfs::unlinkat(dst, n, AtFlags::empty())
+                                .map_err(ioe)
+                                .map_err(ctx)?;
+                            rfs::mkdirat(dst, n, Mode::from_raw_mode(0o700))
+                                .map_err(ioe)
+                                .map_err(ctx)?;
+                        }
+                        None => rfs::mkdirat(dst, n, Mode::from_raw_mode(0o700))
+                            .map_err(ioe)
+                            .map_err(ctx)?,
+                    }
+                    let d = rfs::openat(
+                        dst,
+                        n,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(ioe)
+                    .map_err(ctx)?;
+                    if has_opaque(&s) {
+                        fsutil::clear_dir(d.as_fd(), depth).map_err(ctx)?;
+                    }
+                    self.merge_dir(s.as_fd(), d.as_fd(), &path, depth + 1)?;
+                    self.copy_meta_fd(&s, &d, &st).map_err(ctx)?;
+                    rfs::futimens(&d, &times_of(&st))
+                        .map_err(ioe)
+                        .map_err(ctx)?;
+                    self.stats.entries += 1;
+                }
+                _ => {
+                    self.copy_nondir(src, dst, n, &st, &path).map_err(ctx)?;
+                    self.stats.entries += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_nondir(
+        &mut self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        n: &OsStr,
+        st: &rfs::Stat,
+        path: &[u8],
+    ) -> io::Result<()> {
+        // Whatever the lower layers had here is replaced.
+        match rfs::unlinkat(dst, n, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => remove_all_at(dst, n)?,
+            Err(e) => return Err(ioe(e)),
+        }
+        let ft = fsutil::file_type(st);
+        if st.st_nlink > 1 && ft != FileType::Directory {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(first) = self.links.get(&key) {
+                let target = rfs::openat2(
+                    &self.dst_root,
+                    OsStr::from_bytes(first),
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    fsutil::in_root(),
+                )
+                .map_err(ioe)?;
+                return rfs::linkat(&target, "", dst, n, AtFlags::EMPTY_PATH).map_err(ioe);
+            }
+            self.links.insert(key, path.to_vec());
+        }
+        match ft {
+            FileType::RegularFile => {
+                let s = rfs::openat(
+                    src,
+                    n,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(ioe)?;
+                let d = rfs::openat(
+                    dst,
+                    n,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(ioe)?;
+                self.copy_data(&s, &d, st.st_size as u64)?;
+                self.copy_meta_fd(&s, &d, st)?;
+                rfs::futimens(&d, &times_of(st)).map_err(ioe)?;
+            }
+            FileType::Symlink => {
+                let target = rfs::readlinkat(src, n, Vec::new()).map_err(ioe)?;
+                rfs::symlinkat(target.as_c_str(), dst, n).map_err(ioe)?;
+                self.copy_meta_at(src, dst, n, st)?;
+            }
+            FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
+                rfs::mknodat(dst, n, ft, Mode::from_raw_mode(0o600), st.st_rdev).map_err(ioe)?;
+                self.copy_meta_at(src, dst, n, st)?;
+            }
+            _ => {} // sockets are not layer content
+        }
+        Ok(())
+    }
+
+    fn copy_data(&mut self, s: &OwnedFd, d: &OwnedFd, size: u64) -> io::Result<()> {
+        let mut left = size;
+        while left > 0 {
+            match rfs::copy_file_range(s, None, d, None, left.min(1 << 30) as usize) {
+                Ok(0) => break,
+                Ok(n) => left -= n as u64,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(
+                    rustix::io::Errno::XDEV
+                    | rustix::io::Errno::INVAL
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::OPNOTSUPP,
+                ) => {
+                    loop {
+                        let n = rustix::io::read(s, &mut self.buf).map_err(ioe)?;
+                        if n == 0 {
+                            break;
+                        }
+                        write_all_fd(d, &self.buf[..n])?;
+                    }
+                    break;
+                }
+                Err(e) => return Err(ioe(e)),
+            }
+        }
+        self.stats.bytes += size;
+        Ok(())
+    }
+
+    fn copy_meta_fd(&self, s: &OwnedFd, d: &OwnedFd, st: &rfs::Stat) -> io::Result<()> {
+        if self.is_root && (st.st_uid != 0 || st.st_gid != 0) {
+            rfs::fchown(
+                d,
+                Some(rfs::Uid::from_raw(st.st_uid)),
+                Some(rfs::Gid::from_raw(st.st_gid)),
+            )
+            .map_err(ioe)?;
+        }
+        rfs::fchmod(d, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(ioe)?;
+        for (k, v) in list_xattrs_fd(s)? {
+            rfs::fsetxattr(d, OsStr::from_bytes(&k), &v, XattrFlags::empty()).map_err(ioe)?;
+        }
+        Ok(())
+    }
+
+    fn copy_meta_at(
+        &self,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        n: &OsStr,
+        st: &rfs::Stat,
+    ) -> io::Result<()> {
+        if self.is_root && (st.st_uid != 0 || st.st_gid != 0) {
+            rfs::chownat(
+                dst,
+                n,
+                Some(rfs::Uid::from_raw(st.st_uid)),
+                Some(rfs::Gid::from_raw(st.st_gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(ioe)?;
+        }
+        let ft = fsutil::file_type(st);
+        if ft != FileType::Symlink {
+            rfs::chmodat(
+                dst,
+                n,
+                Mode::from_raw_mode(st.st_mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .map_err(ioe)?;
+        }
+        let sp = fsutil::proc_path(src, n);
+        let dp = fsutil::proc_path(dst, n);
+        for (k, v) in list_xattrs_path(&sp)? {
+            rfs::lsetxattr(&dp, OsStr::from_bytes(&k), &v, XattrFlags::empty()).map_err(ioe)?;
+        }
+        rfs::utimensat(dst, n, &times_of(st), AtFlags::SYMLINK_NOFOLLOW).map_err(ioe)
+    }
+}
+
+fn times_of(st: &rfs::Stat) -> Timestamps {
+    let t = rustix::time::Timespec {
+        tv_sec: st.st_mtime as _,
+        tv_nsec: st.st_mtime_nsec as _,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+fn has_opaque(dir: &OwnedFd) -> bool {
+    let mut v = [0u8; 4];
+    matches!(rfs::fgetxattr(dir, OVERLAY_OPAQUE_XATTR, &mut v[..]), Ok(n) if &v[..n] == b"y")
+}
+
+/// Splits a NUL-separated xattr name list, dropping overlay's own names.
+fn names_of(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    list.split(|&b| b == 0)
+        .filter(|n| !n.is_empty() && !n.starts_with(b"trusted.overlay."))
+}
+
+fn list_xattrs_fd(fd: &OwnedFd) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut list = vec![0u8; 4096];
+    let n = match rfs::flistxattr(fd, &mut list[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::RANGE) => {
+            list = vec![0u8; 65536];
+            rfs::flistxattr(fd, &mut list[..]).map_err(ioe)?
+        }
+        Err(rustix::io::Errno::NOTSUP) => 0,
+        Err(e) => return Err(ioe(e)),
+    };
+    let mut out = Vec::new();
+    for name in names_of(&list[..n]) {
+        let mut v = vec![0u8; 65536];
+        let len = rfs::fgetxattr(fd, OsStr::from_bytes(name), &mut v[..]).map_err(ioe)?;
+        v.truncate(len);
+        out.push((name.to_vec(), v));
+    }
+    Ok(out)
+}
+
+fn list_xattrs_path(p: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut list = vec![0u8; 65536];
+    let n = match rfs::llistxattr(p, &mut list[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => 0,
+        Err(e) => return Err(ioe(e)),
+    };
+    let mut out = Vec::new();
+    for name in names_of(&list[..n]) {
+        let mut v = vec![0u8; 65536];
+        let len = rfs::lgetxattr(p, OsStr::from_bytes(name), &mut v[..]).map_err(ioe)?;
+        v.truncate(len);
+        out.push((name.to_vec(), v));
+    }
+    Ok(out)
+}
