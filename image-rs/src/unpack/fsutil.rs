@@ -164,15 +164,23 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let root = rfs::open(t.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        // A symlink pointing outside resolves inside the root instead.
+        // A symlink pointing outside resolves inside the root instead; when
+        // that in-root target is missing, opening fails rather than escaping.
         std::os::unix::fs::symlink(outside.path(), t.path().join("evil")).unwrap();
+        assert!(open_or_create_dir_in_root(root.as_fd(), b"evil/sub").is_err());
+        assert_eq!(
+            std::fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "wrote outside the root"
+        );
+        let inside = t.path().join(outside.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
         let fd = open_or_create_dir_in_root(root.as_fd(), b"evil/sub").unwrap();
         rfs::mkdirat(&fd, "made", Mode::from_raw_mode(0o755)).unwrap();
-        let inside = t
-            .path()
-            .join(outside.path().strip_prefix("/").unwrap())
-            .join("sub/made");
-        assert!(inside.is_dir(), "not created inside the root");
+        assert!(
+            inside.join("sub/made").is_dir(),
+            "not created inside the root"
+        );
         assert_eq!(
             std::fs::read_dir(outside.path()).unwrap().count(),
             0,

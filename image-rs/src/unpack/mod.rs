@@ -307,7 +307,7 @@ impl LayerUnpacker {
         if let Some(target) = name.strip_prefix(b".wh.") {
             let parent = self
                 .parent(parent_rel)
-                .map_err(|e| fs_err("open parent of", e))?;
+                .map_err(|e| fs_err("open the parent directory of", e))?;
             if target == b".wh..opq" {
                 let fd = rfs::openat(
                     &parent,
@@ -341,7 +341,7 @@ impl LayerUnpacker {
 
         let parent = self
             .parent(parent_rel)
-            .map_err(|e| fs_err("open parent of", e))?;
+            .map_err(|e| fs_err("open the parent directory of", e))?;
         match etype {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let size = entry.size();
@@ -565,7 +565,14 @@ impl LayerUnpacker {
                 return fd.try_clone();
             }
         }
-        let fd = open_or_create_dir_in_root(self.root.as_fd(), rel).map_err(ioe)?;
+        let fd = open_or_create_dir_in_root(self.root.as_fd(), rel).map_err(|e| match e {
+            rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => io::Error::new(
+                ioe(e).kind(),
+                "the path goes through a symlink whose target is missing from the layer or is not a directory \
+                 (symlinks resolve inside the layer root, never outside)",
+            ),
+            e => ioe(e),
+        })?;
         self.parent_cache = Some((rel.to_vec(), fd.try_clone()?));
         Ok(fd)
     }
@@ -729,3 +736,6 @@ pub(crate) fn write_all_fd(fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
