@@ -413,7 +413,7 @@ impl RegistryClient {
         r: &Reference,
         selector: &str,
     ) -> Result<(Vec<u8>, Option<String>), Error> {
-        let action = format!("fetching manifest {selector} of");
+        let action = "fetching manifest".to_string();
         let path = format!("manifests/{selector}");
         let resp = self
             .send(
