@@ -160,14 +160,8 @@ impl Merger {
         st: &rfs::Stat,
         path: &[u8],
     ) -> io::Result<()> {
-        // Whatever the lower layers had here is replaced.
-        match rfs::unlinkat(dst, n, AtFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-            Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => remove_all_at(dst, n)?,
-            Err(e) => return Err(ioe(e)),
-        }
         let ft = fsutil::file_type(st);
-        if st.st_nlink > 1 && ft != FileType::Directory {
+        if st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.links.get(&key) {
                 let target = rfs::openat2(
@@ -178,7 +172,9 @@ impl Merger {
                     fsutil::in_root(),
                 )
                 .map_err(ioe)?;
-                return rfs::linkat(&target, "", dst, n, AtFlags::EMPTY_PATH).map_err(ioe);
+                return replacing(dst, n, || {
+                    rfs::linkat(&target, "", dst, n, AtFlags::EMPTY_PATH)
+                });
             }
             self.links.insert(key, path.to_vec());
         }
@@ -191,28 +187,31 @@ impl Merger {
                     Mode::empty(),
                 )
                 .map_err(ioe)?;
-                let d = rfs::openat(
-                    dst,
-                    n,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(ioe)?;
+                let d = replacing(dst, n, || {
+                    rfs::openat(
+                        dst,
+                        n,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                })?;
                 self.copy_data(&s, &d, st.st_size as u64)?;
                 self.copy_meta_fd(&s, &d, st)?;
                 rfs::futimens(&d, &times_of(st)).map_err(ioe)?;
             }
             FileType::Symlink => {
                 let target = rfs::readlinkat(src, n, Vec::new()).map_err(ioe)?;
-                rfs::symlinkat(target.as_c_str(), dst, n).map_err(ioe)?;
+                replacing(dst, n, || rfs::symlinkat(target.as_c_str(), dst, n))?;
                 self.copy_meta_at(src, dst, n, st)?;
             }
             FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
-                rfs::mknodat(dst, n, ft, Mode::from_raw_mode(0o600), st.st_rdev).map_err(ioe)?;
+                replacing(dst, n, || {
+                    rfs::mknodat(dst, n, ft, Mode::from_raw_mode(0o600), st.st_rdev)
+                })?;
                 self.copy_meta_at(src, dst, n, st)?;
             }
             _ => {} // sockets are not layer content
@@ -298,6 +297,22 @@ impl Merger {
             rfs::lsetxattr(&dp, OsStr::from_bytes(&k), &v, XattrFlags::empty()).map_err(ioe)?;
         }
         rfs::utimensat(dst, n, &times_of(st), AtFlags::SYMLINK_NOFOLLOW).map_err(ioe)
+    }
+}
+
+/// Runs `create`; when the name is taken by what lower layers left there,
+/// removes it (recursively for a directory) and runs `create` again.
+fn replacing<T>(
+    dst: BorrowedFd<'_>,
+    n: &OsStr,
+    create: impl Fn() -> rustix::io::Result<T>,
+) -> io::Result<T> {
+    match create() {
+        Err(rustix::io::Errno::EXIST) => {
+            remove_all_at(dst, n)?;
+            create().map_err(ioe)
+        }
+        other => other.map_err(ioe),
     }
 }
 

@@ -212,7 +212,7 @@ pub struct LayerUnpacker {
     is_root: bool,
     stats: UnpackStats,
     dir_times: Vec<(Vec<u8>, i64, u32)>,
-    parent_cache: Option<(Vec<u8>, OwnedFd)>,
+    parent_cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
     buf: Vec<u8>,
 }
 
@@ -559,10 +559,10 @@ impl LayerUnpacker {
 
     /// Opens the parent directory of an entry (cached: archives are grouped
     /// by directory).
-    fn parent(&mut self, rel: &[u8]) -> io::Result<OwnedFd> {
+    fn parent(&mut self, rel: &[u8]) -> io::Result<Rc<OwnedFd>> {
         if let Some((p, fd)) = &self.parent_cache {
             if p == rel {
-                return fd.try_clone();
+                return Ok(fd.clone());
             }
         }
         let fd = open_or_create_dir_in_root(self.root.as_fd(), rel).map_err(|e| match e {
@@ -573,7 +573,8 @@ impl LayerUnpacker {
             ),
             e => ioe(e),
         })?;
-        self.parent_cache = Some((rel.to_vec(), fd.try_clone()?));
+        let fd = Rc::new(fd);
+        self.parent_cache = Some((rel.to_vec(), fd.clone()));
         Ok(fd)
     }
 
