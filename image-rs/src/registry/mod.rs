@@ -645,3 +645,101 @@ async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, S
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A one-request-per-connection HTTP server on 127.0.0.1 that answers
+    /// with `respond(request_head)` and records every request head.
+    async fn serve(
+        respond: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> (u16, Arc<Mutex<Vec<String>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                seen2.lock().unwrap().push(head.clone());
+                let _ = s.write_all(respond(&head).as_bytes()).await;
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn redirect_to_another_host_does_not_leak_credentials() {
+        let (blob_port, blob_seen) = serve(|_| {
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello".to_string()
+        })
+        .await;
+        let (reg_port, reg_seen) = serve(move |head| {
+            if head.contains("authorization: basic") {
+                format!("HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{blob_port}/storage/blob\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            }
+        })
+        .await;
+        let mut creds = Credentials::anonymous();
+        creds.explicit = Some(Login {
+            username: "alice".into(),
+            password: Zeroizing::new("secret".into()),
+        });
+        let client = RegistryClient::new(RegistryConfig {
+            plain_http: true,
+            credentials: creds,
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let r: Reference = format!("127.0.0.1:{reg_port}/team/app:v1").parse().unwrap();
+        let d = Digest::of(crate::digest::Algorithm::Sha256, b"hello");
+        let body = client.fetch_blob_verified(&r, &d, 100).await.unwrap();
+        assert_eq!(body, b"hello");
+        assert!(reg_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.contains("authorization: basic")));
+        let blob = blob_seen.lock().unwrap();
+        assert_eq!(blob.len(), 1, "blob host not reached");
+        assert!(
+            !blob[0].contains("authorization"),
+            "credentials leaked to the redirect target: {}",
+            blob[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_manifest_is_refused_before_buffering() {
+        let (port, _) = serve(|_| {
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n{".to_string()
+        })
+        .await;
+        let client = RegistryClient::new(RegistryConfig {
+            plain_http: true,
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let r: Reference = format!("127.0.0.1:{port}/a:b").parse().unwrap();
+        let e = client
+            .fetch_manifest(&r, "b")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limit"), "{e}");
+    }
+}
