@@ -608,7 +608,9 @@ impl LayerJob {
             size: self.desc.size,
         });
         let tmp = self.store.temp_dir("layer")?;
-        let (tx, rx) = mpsc::channel::<Chunk>(64);
+        // Few chunks in flight: a chunk can be ~400 KiB, and memory must stay
+        // flat whatever the layer size.
+        let (tx, rx) = mpsc::channel::<Chunk>(8);
         let unpack = {
             let desc = self.desc.clone();
             let diff_id = self.diff_id.clone();
