@@ -9,7 +9,7 @@ pub enum Decompressor<R: Read> {
     /// Uncompressed tar.
     None(R),
     /// gzip, including multi-member streams (pigz, concatenation).
-    Gzip(flate2::read::MultiGzDecoder<R>),
+    Gzip(Box<flate2::read::MultiGzDecoder<R>>),
     /// zstd, all frames.
     Zstd(zstd::stream::read::Decoder<'static, BufReader<R>>),
 }
@@ -29,7 +29,9 @@ impl<R: Read> Decompressor<R> {
     pub fn new(inner: R, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Decompressor::None(inner),
-            Compression::Gzip => Decompressor::Gzip(flate2::read::MultiGzDecoder::new(inner)),
+            Compression::Gzip => {
+                Decompressor::Gzip(Box::new(flate2::read::MultiGzDecoder::new(inner)))
+            }
             Compression::Zstd => Decompressor::Zstd(zstd::stream::read::Decoder::with_buffer(
                 BufReader::with_capacity(128 * 1024, inner),
             )?),

@@ -195,6 +195,20 @@ impl RegistryClient {
                 .await
             {
                 Ok(resp) => {
+                    // An HTTPS-only server answers the plain-HTTP fallback with a bare
+                    // 400 ("Client sent an HTTP request to an HTTPS server."), not an
+                    // API error: the HTTPS failure (typically a certificate we do not
+                    // trust) is the real explanation.
+                    if *scheme == "http"
+                        && resp.status() == StatusCode::BAD_REQUEST
+                        && !resp
+                            .headers()
+                            .contains_key("docker-distribution-api-version")
+                    {
+                        if let Some(e) = first_err.take() {
+                            return Err(e);
+                        }
+                    }
                     if schemes.len() > 1 {
                         self.schemes
                             .lock()

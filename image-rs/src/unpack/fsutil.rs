@@ -43,6 +43,27 @@ pub(crate) fn open_dir_in_root(
     )
 }
 
+/// Opens the directory `rel` inside `root` through real directories only: a
+/// symlink anywhere on the path fails with `ELOOP`, a non-directory with
+/// `ENOTDIR`, a missing component with `ENOENT`.
+pub(crate) fn open_dir_no_symlinks(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+) -> Result<OwnedFd, rustix::io::Errno> {
+    let path = if rel.is_empty() {
+        OsStr::new(".")
+    } else {
+        OsStr::from_bytes(rel)
+    };
+    rfs::openat2(
+        root,
+        path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        in_root() | ResolveFlags::NO_SYMLINKS,
+    )
+}
+
 /// Opens `rel`'s parent directory inside `root`, creating missing directories
 /// (mode 0755, owned by us) like tar does for archives that omit them.
 pub(crate) fn open_or_create_dir_in_root(

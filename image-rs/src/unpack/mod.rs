@@ -305,6 +305,16 @@ impl LayerUnpacker {
         // Whiteouts (OCI image spec): `.wh..wh..opq` marks the parent opaque,
         // `.wh.NAME` deletes NAME from lower layers.
         if let Some(target) = name.strip_prefix(b".wh.") {
+            // A whiteout names a path of the lower layers. When this layer replaced a
+            // directory on that path by a file or a symlink (umoci writes `d` then
+            // `d/.wh.sub`), everything below it is hidden already and the whiteout
+            // has nothing left to delete; following the symlink instead would delete
+            // (or fail on) whatever it points to.
+            if let Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) =
+                fsutil::open_dir_no_symlinks(self.root.as_fd(), parent_rel)
+            {
+                return Ok(());
+            }
             let parent = self
                 .parent(parent_rel)
                 .map_err(|e| fs_err("open the parent directory of", e))?;

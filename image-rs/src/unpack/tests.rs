@@ -164,6 +164,43 @@ fn whiteouts_become_overlay_whiteouts() {
     assert!(t.path().join("var/cache/new").exists());
 }
 
+#[test]
+fn whiteouts_below_a_replaced_directory_are_moot() {
+    // umoci writes a directory replaced by a file or a symlink as the new entry
+    // followed by whiteouts *below* it (`d`, then `d/.wh.sub`). The whiteouts name
+    // lower-layer paths already hidden by `d`: nothing to do, and never through
+    // the symlink (that would delete `target/sub` or fail on a dangling link).
+    let t = tempfile::tempdir().unwrap();
+    let tar = TarBuf::default()
+        .file("dir2file", 0o644, b"now a file")
+        .file("dir2file/.wh.sub", 0o644, b"")
+        .symlink("dangling", "in-a-lower-layer")
+        .file("dangling/.wh.sub", 0o644, b"")
+        .dir("target")
+        .symlink("dir2link", "target")
+        .file("dir2link/.wh.sub", 0o644, b"")
+        .file("dir2link/.wh..wh..opq", 0o644, b"")
+        .finish();
+    unpack_into(t.path(), &tar, Limits::default()).unwrap();
+    let p = t.path();
+    assert_eq!(std::fs::read(p.join("dir2file")).unwrap(), b"now a file");
+    assert!(std::fs::symlink_metadata(p.join("dangling"))
+        .unwrap()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_dir(p.join("target")).unwrap().count(),
+        0,
+        "a whiteout was made through the symlink"
+    );
+    if is_root() {
+        let mut v = [0u8; 4];
+        assert!(
+            rfs::getxattr(p.join("target"), OVERLAY_OPAQUE_XATTR, &mut v[..]).is_err(),
+            "opaque marker set through the symlink"
+        );
+    }
+}
+
 fn assert_hostile(tar: &[u8], what: &str) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("root");
