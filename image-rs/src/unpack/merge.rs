@@ -39,6 +39,10 @@ pub fn merge_layer(layer: &Path, dest: &Path) -> io::Result<MergeStats> {
         stats: MergeStats::default(),
         buf: vec![0; 128 * 1024],
     };
+    if has_opaque(&src) {
+        // `.wh..wh..opq` at the top of a layer hides everything below it.
+        fsutil::clear_dir(dst.as_fd(), 0)?;
+    }
     m.merge_dir(src.as_fd(), dst.as_fd(), b"", 0)?;
     Ok(m.stats)
 }
