@@ -399,9 +399,10 @@ impl Puller {
                 }
             };
             let layer = self.store.layer_path(&outcome.diff_id);
+            let implicit = self.store.implicit_dirs(&outcome.diff_id);
             let dest = staging.path().to_path_buf();
             let digest = outcome.digest.clone();
-            tokio::task::spawn_blocking(move || merge::merge_layer(&layer, &dest))
+            tokio::task::spawn_blocking(move || merge::merge_layer(&layer, &dest, &implicit))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?
                 .map_err(|e| Error::Unpack {
@@ -431,6 +432,31 @@ impl Puller {
             .map(|d| self.store.layer_path(d))
             .collect();
         let dir = self.store.new_mount(rootfs, &img.config.rootfs.diff_ids)?;
+        let chain: Vec<_> = img
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| {
+                (
+                    self.store.layer_path(d),
+                    self.store.implicit_dirs(d).into_iter().collect(),
+                )
+            })
+            .collect();
+        if chain
+            .iter()
+            .any(|(_, i): &(PathBuf, std::collections::HashSet<Vec<u8>>)| !i.is_empty())
+        {
+            if let Err(e) = merge::overlay_fixups(&chain, &dir.join("upper")) {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(Error::io(
+                    "fixing implied directories in",
+                    dir.join("upper"),
+                    e,
+                ));
+            }
+        }
         if let Err(e) =
             crate::mount::mount_overlay(rootfs, &lowers, &dir.join("upper"), &dir.join("work"))
         {
@@ -616,7 +642,7 @@ impl LayerJob {
             let diff_id = self.diff_id.clone();
             let compression = self.compression;
             let limits = self.limits;
-            let dest = self.store.layer_path(&self.diff_id);
+            let dest = self.store.layer_dir(&self.diff_id);
             tokio::task::spawn_blocking(move || {
                 unpack_layer(rx, tmp, &dest, &desc, &diff_id, compression, limits)
             })
@@ -716,20 +742,23 @@ fn unpack_layer(
         digest: desc.digest.clone(),
         source,
     };
-    let result: Result<(UnpackStats, Digest), Error> = (|| {
+    let fs_dir = tmp.path().join(crate::store::LAYER_FS);
+    let result: Result<(UnpackStats, Vec<Vec<u8>>, Digest), Error> = (|| {
+        std::fs::create_dir(&fs_dir)
+            .map_err(|e| Error::io("creating layer directory", &fs_dir, e))?;
         let dec = Decompressor::new(&mut blob, compression)
             .map_err(|e| unpack_err(UnpackError::Archive(e)))?;
         let tar =
             BufReader::with_capacity(256 * 1024, HashingReader::new(dec, diff_id.algorithm()));
-        let (stats, tar) = LayerUnpacker::new(tmp.path(), limits)
+        let (stats, implicit, tar) = LayerUnpacker::new(&fs_dir, limits)
             .map_err(unpack_err)?
-            .unpack(tar)
+            .unpack_with_implicit(tar)
             .map_err(unpack_err)?;
         let (got_diff, _, _) = tar
             .into_inner()
             .finish_drained()
             .map_err(|e| unpack_err(UnpackError::Archive(e)))?;
-        Ok((stats, got_diff))
+        Ok((stats, implicit, got_diff))
     })();
     // Whatever happened above, hash the rest of the blob: a digest mismatch is
     // the most precise explanation of a failure, and success needs it anyway.
@@ -764,7 +793,7 @@ fn unpack_layer(
             actual: got,
         });
     }
-    let (stats, got_diff) = result?;
+    let (stats, implicit, got_diff) = result?;
     if &got_diff != diff_id {
         return Err(Error::DigestMismatch {
             what: format!(
@@ -774,6 +803,10 @@ fn unpack_layer(
             expected: diff_id.clone(),
             actual: got_diff,
         });
+    }
+    if !implicit.is_empty() {
+        let list = tmp.path().join(crate::store::IMPLICIT_DIRS);
+        std::fs::write(&list, implicit.join(&0u8)).map_err(|e| Error::io("writing", &list, e))?;
     }
     match tmp.commit(dest) {
         Ok(()) => Ok(stats),

@@ -5,7 +5,9 @@
 //! STORE/
 //!   .lock                      shared by pulls, exclusive for gc
 //!   blobs/<alg>/<hex>          manifests, indexes and configs (verified)
-//!   layers/<alg>/<hex>/        one unpacked layer per diff_id, overlayfs format
+//!   layers/<alg>/<hex>/fs/     one unpacked layer per diff_id, overlayfs format
+//!   layers/<alg>/<hex>/implicit-dirs  NUL-separated dirs the layer used
+//!                              without an entry (metadata from lower layers)
 //!   images/<hex>.json          one record per reference (sha256 of the name)
 //!   mounts/<id>/{upper,work}   private writable dirs of overlay rootfs mounts
 //!   locks/<alg>-<hex>          per-layer flock: one download per layer at a time
@@ -26,6 +28,11 @@ use crate::digest::{Algorithm, Digest};
 use crate::error::Error;
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Name of the unpacked tree inside a layer directory.
+pub const LAYER_FS: &str = "fs";
+/// Name of the implicit-directories list inside a layer directory.
+pub const IMPLICIT_DIRS: &str = "implicit-dirs";
 
 /// A store directory.
 #[derive(Debug, Clone)]
@@ -190,17 +197,34 @@ impl Store {
             .join(format!("{}.{n}.{what}", std::process::id()))
     }
 
-    /// Where the unpacked layer with this diff_id lives.
-    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+    /// The directory committed as a unit for one layer (`fs/` + metadata).
+    pub fn layer_dir(&self, diff_id: &Digest) -> PathBuf {
         self.root
             .join("layers")
             .join(alg_dir(diff_id))
             .join(diff_id.hex())
     }
 
+    /// Where the unpacked tree of the layer with this diff_id lives.
+    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.layer_dir(diff_id).join(LAYER_FS)
+    }
+
     /// Whether the layer is present (committed).
     pub fn has_layer(&self, diff_id: &Digest) -> bool {
         self.layer_path(diff_id).is_dir()
+    }
+
+    /// Directories the layer used without having an entry for them.
+    pub fn implicit_dirs(&self, diff_id: &Digest) -> Vec<Vec<u8>> {
+        match fs::read(self.layer_dir(diff_id).join(IMPLICIT_DIRS)) {
+            Ok(data) => data
+                .split(|&b| b == 0)
+                .filter(|p| !p.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {

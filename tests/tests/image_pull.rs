@@ -756,7 +756,6 @@ async fn whiteouts_opaque_links_owners_xattrs_fifos_flat_and_overlay_match_umoci
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "being fixed: directory metadata across layers (implicit parents, flat owner/xattr reset)"]
 async fn implicit_parent_dirs_keep_the_lower_layers_metadata() {
     // Layer 1 makes `data` (0750, 1000:1001, a user xattr); layer 2 adds `data/b`
     // without a `data/` entry, as tar layers from tools other than docker and umoci
@@ -815,7 +814,6 @@ async fn implicit_parent_dirs_keep_the_lower_layers_metadata() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "being fixed: directory metadata across layers (implicit parents, flat owner/xattr reset)"]
 async fn directory_metadata_changed_by_a_later_layer() {
     // Layer 1 makes `owned` (0755, 1000:1001, a user xattr); layer 2 has an explicit
     // `owned/` entry back to root:root 0700 without the xattr, as `RUN chown root:root

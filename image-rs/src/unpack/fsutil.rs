@@ -69,6 +69,7 @@ pub(crate) fn open_dir_no_symlinks(
 pub(crate) fn open_or_create_dir_in_root(
     root: BorrowedFd<'_>,
     rel: &[u8],
+    created: &mut Vec<Vec<u8>>,
 ) -> Result<OwnedFd, rustix::io::Errno> {
     match open_dir_in_root(root, rel) {
         Err(rustix::io::Errno::NOENT) => {}
@@ -86,7 +87,8 @@ pub(crate) fn open_or_create_dir_in_root(
             Ok(fd) => parent = fd,
             Err(rustix::io::Errno::NOENT) => {
                 match rfs::mkdirat(&parent, OsStr::from_bytes(comp), Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Ok(()) => created.push(prefix.to_vec()),
+                    Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(e),
                 }
                 parent = open_dir_in_root(root, prefix)?;
@@ -188,7 +190,7 @@ mod tests {
         // A symlink pointing outside resolves inside the root instead; when
         // that in-root target is missing, opening fails rather than escaping.
         std::os::unix::fs::symlink(outside.path(), t.path().join("evil")).unwrap();
-        assert!(open_or_create_dir_in_root(root.as_fd(), b"evil/sub").is_err());
+        assert!(open_or_create_dir_in_root(root.as_fd(), b"evil/sub", &mut Vec::new()).is_err());
         assert_eq!(
             std::fs::read_dir(outside.path()).unwrap().count(),
             0,
@@ -196,7 +198,7 @@ mod tests {
         );
         let inside = t.path().join(outside.path().strip_prefix("/").unwrap());
         std::fs::create_dir_all(&inside).unwrap();
-        let fd = open_or_create_dir_in_root(root.as_fd(), b"evil/sub").unwrap();
+        let fd = open_or_create_dir_in_root(root.as_fd(), b"evil/sub", &mut Vec::new()).unwrap();
         rfs::mkdirat(&fd, "made", Mode::from_raw_mode(0o755)).unwrap();
         assert!(
             inside.join("sub/made").is_dir(),
@@ -208,7 +210,8 @@ mod tests {
             "wrote outside the root"
         );
         // `..` is clamped at the root.
-        let fd = open_or_create_dir_in_root(root.as_fd(), b"a/../../../b").unwrap();
+        let fd =
+            open_or_create_dir_in_root(root.as_fd(), b"a/../../../b", &mut Vec::new()).unwrap();
         rfs::mkdirat(&fd, "x", Mode::from_raw_mode(0o755)).unwrap();
         assert!(t.path().join("b/x").is_dir());
     }

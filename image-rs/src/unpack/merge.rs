@@ -8,20 +8,25 @@
 //! Everything is done with directory fds and `O_NOFOLLOW`, so the merge never
 //! follows a symlink either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps, XattrFlags,
+};
 
 use super::fsutil::{self, ioe, remove_all_at};
 use super::{write_all_fd, OVERLAY_OPAQUE_XATTR};
 
 /// Applies the layer directory `layer` on top of the tree at `dest`.
-pub fn merge_layer(layer: &Path, dest: &Path) -> io::Result<MergeStats> {
+/// `implicit` lists the directories the layer used without an entry of its
+/// own (see [`crate::store::Store::implicit_dirs`]).
+pub fn merge_layer(layer: &Path, dest: &Path, implicit: &[Vec<u8>]) -> io::Result<MergeStats> {
     let open = |p: &Path| {
         rfs::open(
             p,
@@ -33,6 +38,7 @@ pub fn merge_layer(layer: &Path, dest: &Path) -> io::Result<MergeStats> {
     let src = open(layer)?;
     let dst = open(dest)?;
     let mut m = Merger {
+        implicit: implicit.iter().cloned().collect(),
         links: HashMap::new(),
         dst_root: dst.try_clone()?,
         is_root: rustix::process::geteuid().is_root(),
@@ -59,6 +65,7 @@ pub struct MergeStats {
 }
 
 struct Merger {
+    implicit: HashSet<Vec<u8>>,
     /// Source (dev, ino) of multiply-linked files -> where the first copy went.
     links: HashMap<(u64, u64), Vec<u8>>,
     dst_root: OwnedFd,
@@ -115,8 +122,9 @@ impl Merger {
                     )
                     .map_err(ioe)
                     .map_err(ctx)?;
+                    let mut existed = false;
                     match fsutil::lstat_at(dst, n).map_err(ctx)? {
-                        Some(d) if fsutil::file_type(&d) == FileType::Directory => {}
+                        Some(d) if fsutil::file_type(&d) == FileType::Directory => existed = true,
                         Some(_) => {
                             rfs::unlinkat(dst, n, AtFlags::empty())
                                 .map_err(ioe)
@@ -141,10 +149,11 @@ impl Merger {
                         fsutil::clear_dir(d.as_fd(), depth).map_err(ctx)?;
                     }
                     self.merge_dir(s.as_fd(), d.as_fd(), &path, depth + 1)?;
-                    self.copy_meta_fd(&s, &d, &st).map_err(ctx)?;
-                    rfs::futimens(&d, &times_of(&st))
-                        .map_err(ioe)
-                        .map_err(ctx)?;
+                    // A directory the layer only implied keeps the metadata
+                    // the lower layers gave it; an explicit one sets it all.
+                    if !(existed && self.implicit.contains(&path)) {
+                        copy_dir_meta(&s, &d, &st, self.is_root, existed).map_err(ctx)?;
+                    }
                     self.stats.entries += 1;
                 }
                 _ => {
@@ -302,6 +311,126 @@ impl Merger {
         }
         rfs::utimensat(dst, n, &times_of(st), AtFlags::SYMLINK_NOFOLLOW).map_err(ioe)
     }
+}
+
+/// Sets owner, mode, xattrs and mtime of directory `d` from `s`. On a
+/// directory that `existed` before, xattrs `s` lacks are removed and the
+/// owner is set even when it is root: every attribute of the entry wins.
+fn copy_dir_meta(
+    s: &OwnedFd,
+    d: &OwnedFd,
+    st: &rfs::Stat,
+    is_root: bool,
+    existed: bool,
+) -> io::Result<()> {
+    if is_root && (existed || st.st_uid != 0 || st.st_gid != 0) {
+        rfs::fchown(
+            d,
+            Some(rfs::Uid::from_raw(st.st_uid)),
+            Some(rfs::Gid::from_raw(st.st_gid)),
+        )
+        .map_err(ioe)?;
+    }
+    rfs::fchmod(d, Mode::from_raw_mode(st.st_mode & 0o7777)).map_err(ioe)?;
+    let want = list_xattrs_fd(s)?;
+    if existed {
+        for (k, _) in list_xattrs_fd(d)? {
+            if !want.iter().any(|(w, _)| *w == k) {
+                rfs::fremovexattr(d, OsStr::from_bytes(&k)).map_err(ioe)?;
+            }
+        }
+    }
+    for (k, v) in want {
+        rfs::fsetxattr(d, OsStr::from_bytes(&k), &v, XattrFlags::empty()).map_err(ioe)?;
+    }
+    rfs::futimens(d, &times_of(st)).map_err(ioe)
+}
+
+fn open_dir_exact(root: &Path, rel: &[u8]) -> Option<OwnedFd> {
+    let r = rfs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    rfs::openat2(
+        &r,
+        OsStr::from_bytes(rel),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+    )
+    .ok()
+}
+
+/// The layer (index into `layers`, base first) whose directory `rel` gives
+/// the merged view its metadata: the topmost that has it explicitly, else the
+/// topmost that has it at all.
+fn metadata_source(layers: &[(PathBuf, HashSet<Vec<u8>>)], rel: &[u8]) -> Option<usize> {
+    let mut any = None;
+    for (i, (fs, implicit)) in layers.iter().enumerate().rev() {
+        if open_dir_exact(fs, rel).is_some() {
+            if !implicit.contains(rel) {
+                return Some(i);
+            }
+            any.get_or_insert(i);
+        }
+    }
+    any
+}
+
+/// Overlay layout: overlayfs shows a directory with the metadata of the
+/// topmost layer that has it. Where that is a directory a layer only implied,
+/// writes the right metadata (from the lower layer that really made it) into
+/// the mount's private upper directory, ancestors first. Returns how many
+/// directories it fixed.
+pub fn overlay_fixups(layers: &[(PathBuf, HashSet<Vec<u8>>)], upper: &Path) -> io::Result<usize> {
+    let all: std::collections::BTreeSet<&Vec<u8>> =
+        layers.iter().flat_map(|(_, i)| i.iter()).collect();
+    let is_root = rustix::process::geteuid().is_root();
+    let mut fixed = 0;
+    for rel in all {
+        let top = layers
+            .iter()
+            .rposition(|(fs, _)| open_dir_exact(fs, rel).is_some());
+        let (Some(top), Some(src)) = (top, metadata_source(layers, rel)) else {
+            continue;
+        };
+        if top == src {
+            continue; // the visible directory is already the right one
+        }
+        // Create the path in the upper dir, giving each new ancestor its
+        // own merged metadata too.
+        let mut end = 0;
+        for comp in rel.split(|&b| b == b'/') {
+            end += comp.len() + usize::from(end != 0);
+            let prefix = &rel[..end];
+            let up = upper.join(OsStr::from_bytes(prefix));
+            let created = match fs::create_dir(&up) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(e),
+            };
+            if created || prefix == rel.as_slice() {
+                if let Some(i) = metadata_source(layers, prefix) {
+                    let (Some(s), Ok(d)) = (
+                        open_dir_exact(&layers[i].0, prefix),
+                        rfs::open(
+                            &up,
+                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        ),
+                    ) else {
+                        continue;
+                    };
+                    let st = rfs::fstat(&s).map_err(ioe)?;
+                    copy_dir_meta(&s, &d, &st, is_root, true)?;
+                }
+            }
+        }
+        fixed += 1;
+    }
+    Ok(fixed)
 }
 
 /// Runs `create`; when the name is taken by what lower layers left there,

@@ -213,6 +213,8 @@ pub struct LayerUnpacker {
     stats: UnpackStats,
     dir_times: Vec<(Vec<u8>, i64, u32)>,
     parent_cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    implicit_dirs: std::collections::BTreeSet<Vec<u8>>,
+    created: Vec<Vec<u8>>,
     buf: Vec<u8>,
 }
 
@@ -236,13 +238,26 @@ impl LayerUnpacker {
             stats: UnpackStats::default(),
             dir_times: Vec::new(),
             parent_cache: None,
+            implicit_dirs: Default::default(),
+            created: Vec::new(),
             buf: vec![0; 256 * 1024],
         })
     }
 
     /// Reads the whole tar stream from `reader` and applies it. The reader is
     /// consumed up to the end-of-archive marker; the caller drains the rest.
-    pub fn unpack<R: Read>(mut self, reader: R) -> Result<(UnpackStats, R), UnpackError> {
+    pub fn unpack<R: Read>(self, reader: R) -> Result<(UnpackStats, R), UnpackError> {
+        self.unpack_with_implicit(reader).map(|(s, _, r)| (s, r))
+    }
+
+    /// Like [`LayerUnpacker::unpack`], also returning the directories the
+    /// archive used without having an entry for them ("implicit" parents).
+    /// Their metadata is not the layer's to decide: it comes from the lower
+    /// layers when the rootfs is assembled.
+    pub fn unpack_with_implicit<R: Read>(
+        mut self,
+        reader: R,
+    ) -> Result<(UnpackStats, Vec<Vec<u8>>, R), UnpackError> {
         let budget = MetaBudget {
             limit: self.limits.max_entry_metadata,
             ..MetaBudget::default()
@@ -281,7 +296,10 @@ impl LayerUnpacker {
             }
         }
         self.finish_dirs()?;
-        Ok((self.stats, archive.into_inner().inner))
+        let implicit = std::mem::take(&mut self.implicit_dirs)
+            .into_iter()
+            .collect();
+        Ok((self.stats, implicit, archive.into_inner().inner))
     }
 
     fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
@@ -575,7 +593,9 @@ impl LayerUnpacker {
                 return Ok(fd.clone());
             }
         }
-        let fd = open_or_create_dir_in_root(self.root.as_fd(), rel).map_err(|e| match e {
+        let fd = open_or_create_dir_in_root(self.root.as_fd(), rel, &mut self.created);
+        self.implicit_dirs.extend(self.created.drain(..));
+        let fd = fd.map_err(|e| match e {
             rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR => io::Error::new(
                 ioe(e).kind(),
                 "the path goes through a symlink whose target is missing from the layer or is not a directory \

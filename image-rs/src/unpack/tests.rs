@@ -434,8 +434,8 @@ fn flat_merge_applies_whiteouts_opaque_dirs_and_replacements() {
         .finish();
     unpack_into(l1.path(), &tar1, Limits::default()).unwrap();
     unpack_into(l2.path(), &tar2, Limits::default()).unwrap();
-    merge::merge_layer(l1.path(), out.path()).unwrap();
-    merge::merge_layer(l2.path(), out.path()).unwrap();
+    merge::merge_layer(l1.path(), out.path(), &[]).unwrap();
+    merge::merge_layer(l2.path(), out.path(), &[]).unwrap();
     let o = out.path();
     assert!(!o.join("etc/passwd").exists());
     assert_eq!(std::fs::read(o.join("etc/keep")).unwrap(), b"k");
