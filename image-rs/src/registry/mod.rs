@@ -186,12 +186,25 @@ impl RegistryClient {
         headers: &[(reqwest::header::HeaderName, HeaderValue)],
         action: &str,
     ) -> Result<reqwest::Response, Error> {
+        self.send_body(r, method, path, headers, None, action).await
+    }
+
+    /// [`RegistryClient::send`] with a request body.
+    async fn send_body(
+        &self,
+        r: &Reference,
+        method: Method,
+        path: &str,
+        headers: &[(reqwest::header::HeaderName, HeaderValue)],
+        body: Option<&Bytes>,
+        action: &str,
+    ) -> Result<reqwest::Response, Error> {
         let schemes = self.schemes_to_try(r);
         let mut first_err = None;
         for scheme in &schemes {
             let url = format!("{scheme}://{}/v2/{}/{}", r.api_host(), r.repository(), path);
             match self
-                .send_authenticated(r, &method, &url, headers, action)
+                .send_authenticated(r, &method, &url, headers, body, action)
                 .await
             {
                 Ok(resp) => {
@@ -235,7 +248,8 @@ impl RegistryClient {
                 Some(header.clone())
             }
             CachedAuth::Basic => {
-                let login = self.config.credentials.lookup(&key.0, &key.1)?;
+                let repo = key.1.strip_suffix("#push").unwrap_or(&key.1);
+                let login = self.config.credentials.lookup(&key.0, repo)?;
                 Some(basic_header(login))
             }
             _ => None,
@@ -248,14 +262,27 @@ impl RegistryClient {
         method: &Method,
         url: &str,
         headers: &[(reqwest::header::HeaderName, HeaderValue)],
+        body: Option<&Bytes>,
         action: &str,
     ) -> Result<reqwest::Response, Error> {
-        let key = (r.registry().to_string(), r.repository().to_string());
+        // Writes need a push token; reads a pull-only one (least privilege).
+        let push = !matches!(*method, Method::GET | Method::HEAD);
+        let key = (
+            r.registry().to_string(),
+            if push {
+                format!("{}#push", r.repository())
+            } else {
+                r.repository().to_string()
+            },
+        );
         let mut retried = false;
         loop {
             let mut req = self.http.request(method.clone(), url);
             for (k, v) in headers {
                 req = req.header(k, v.clone());
+            }
+            if let Some(b) = body {
+                req = req.body(b.clone());
             }
             if let Some(h) = self.cached_header(&key) {
                 let mut v = HeaderValue::from_str(&h)
@@ -279,7 +306,11 @@ impl RegistryClient {
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
-            let scope = format!("repository:{}:pull", r.repository());
+            let scope = format!(
+                "repository:{}:{}",
+                r.repository(),
+                if push { "pull,push" } else { "pull" }
+            );
             if retried {
                 return Err(Error::Auth {
                     registry: r.registry().to_string(),
@@ -621,6 +652,131 @@ impl RegistryClient {
         })?;
         digest.verify(&format!("blob {digest}"), &body)?;
         Ok(body)
+    }
+}
+
+impl RegistryClient {
+    fn base_url(&self, r: &Reference) -> String {
+        let scheme = if self.config.plain_http {
+            "http"
+        } else {
+            self.schemes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(r.api_host())
+                .copied()
+                .unwrap_or("https")
+        };
+        format!("{scheme}://{}", r.api_host())
+    }
+
+    /// Whether the repository already has the blob (so a push can skip it).
+    pub async fn blob_exists(&self, r: &Reference, digest: &Digest) -> Result<bool, Error> {
+        let path = format!("blobs/{digest}");
+        let resp = self
+            .send(r, Method::HEAD, &path, &[], "checking for blob")
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(Self::status_error(r, "checking for blob", &path, s, b"")),
+        }
+    }
+
+    /// Uploads a blob (monolithic upload: POST, then PUT with the digest).
+    /// The registry verifies the digest on its side too.
+    pub async fn push_blob(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), Error> {
+        if self.blob_exists(r, digest).await? {
+            return Ok(());
+        }
+        let action = format!("uploading blob {digest} to");
+        let resp = self
+            .send(r, Method::POST, "blobs/uploads/", &[], &action)
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            let status = resp.status();
+            let body = read_capped(resp, 4096).await.unwrap_or_default();
+            return Err(Self::status_error(
+                r,
+                &action,
+                "blobs/uploads/",
+                status,
+                &body,
+            ));
+        }
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Registry {
+                action: action.clone(),
+                url: format!("{}/v2/{}/blobs/uploads/", r.api_host(), r.repository()),
+                status: 202,
+                body: " (no Location header)".into(),
+                hint: "",
+            })?
+            .to_string();
+        let mut url = if location.starts_with("http://") || location.starts_with("https://") {
+            location
+        } else {
+            format!("{}{location}", self.base_url(r))
+        };
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        let headers = [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )];
+        let resp = self
+            .send_authenticated(r, &Method::PUT, &url, &headers, Some(&data), &action)
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = read_capped(resp, 4096).await.unwrap_or_default();
+            return Err(Self::status_error(
+                r,
+                &action,
+                "blobs/uploads/...",
+                status,
+                &body,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Uploads a manifest under `reference` (a tag or its digest).
+    pub async fn push_manifest(
+        &self,
+        r: &Reference,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<(), Error> {
+        let action = format!("uploading manifest {reference} to");
+        let path = format!("manifests/{reference}");
+        let ct = HeaderValue::from_str(media_type)
+            .map_err(|_| Error::Config(format!("bad media type {media_type:?}")))?;
+        let resp = self
+            .send_body(
+                r,
+                Method::PUT,
+                &path,
+                &[(CONTENT_TYPE, ct)],
+                Some(&bytes),
+                &action,
+            )
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = read_capped(resp, 4096).await.unwrap_or_default();
+            return Err(Self::status_error(r, &action, &path, status, &body));
+        }
+        Ok(())
     }
 }
 
