@@ -14,6 +14,7 @@
 pub mod decompress;
 pub mod digest;
 pub mod error;
+pub mod layout;
 pub mod manifest;
 pub mod mount;
 pub mod platform;
