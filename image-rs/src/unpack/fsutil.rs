@@ -29,18 +29,7 @@ pub(crate) fn open_dir_in_root(
     root: BorrowedFd<'_>,
     rel: &[u8],
 ) -> Result<OwnedFd, rustix::io::Errno> {
-    let path = if rel.is_empty() {
-        OsStr::new(".")
-    } else {
-        OsStr::from_bytes(rel)
-    };
-    rfs::openat2(
-        root,
-        path,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        in_root(),
-    )
+    open_dir_resolved(root, rel, in_root())
 }
 
 /// Opens the directory `rel` inside `root` through real directories only: a
@@ -49,6 +38,14 @@ pub(crate) fn open_dir_in_root(
 pub(crate) fn open_dir_no_symlinks(
     root: BorrowedFd<'_>,
     rel: &[u8],
+) -> Result<OwnedFd, rustix::io::Errno> {
+    open_dir_resolved(root, rel, in_root() | ResolveFlags::NO_SYMLINKS)
+}
+
+fn open_dir_resolved(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    how: ResolveFlags,
 ) -> Result<OwnedFd, rustix::io::Errno> {
     let path = if rel.is_empty() {
         OsStr::new(".")
@@ -60,7 +57,7 @@ pub(crate) fn open_dir_no_symlinks(
         path,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-        in_root() | ResolveFlags::NO_SYMLINKS,
+        how,
     )
 }
 
