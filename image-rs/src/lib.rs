@@ -17,6 +17,7 @@ pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod mount;
+pub mod ocicrypt;
 pub mod platform;
 pub mod progress;
 pub mod pull;
