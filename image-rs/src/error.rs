@@ -105,6 +105,23 @@ pub enum Error {
         source: UnpackError,
     },
 
+    /// The layer key of an encrypted layer could not be obtained.
+    #[error("decrypting layer {digest}: {source}")]
+    Decrypt {
+        /// The layer's (ciphertext) digest.
+        digest: Digest,
+        /// Which recipients/kids were found and which keys were tried.
+        #[source]
+        source: crate::ocicrypt::Error,
+    },
+
+    /// The HMAC over an encrypted layer's ciphertext did not match.
+    #[error("layer {digest}: the HMAC over the ciphertext does not match the one in its annotations: the encrypted layer or its annotations were tampered with; nothing of it was kept")]
+    Hmac {
+        /// The layer's (ciphertext) digest.
+        digest: Digest,
+    },
+
     /// The layer blob's size differs from its descriptor.
     #[error("layer {digest}: size mismatch: descriptor says {expected} bytes, got {actual}")]
     SizeMismatch {

@@ -117,6 +117,16 @@ struct PullArgs {
     /// Create device nodes found in layers (skipped by default).
     #[arg(long)]
     allow_devices: bool,
+    /// Private key for encrypted layers (JWE recipients): PEM PKCS#8, PKCS#1
+    /// or SEC1, optionally FILE:PASSWORD for an encrypted PKCS#8 key
+    /// (repeatable; every key is tried on every recipient).
+    #[arg(long = "decryption-key", value_name = "FILE[:PASSWORD]")]
+    decryption_keys: Vec<String>,
+    /// Directory laid out as REPO/TYPE/TAG holding key-encryption keys for
+    /// Confidential Containers key-provider layers (kid kbs:///REPO/TYPE/TAG);
+    /// for development and tests: in a guest the KBS provides them.
+    #[arg(long, value_name = "DIR")]
+    key_provider_dir: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -260,7 +270,20 @@ async fn pull(a: PullArgs) -> anyhow::Result<()> {
         ProgressArg::Auto if std::io::stderr().is_terminal() => Arc::new(LiveProgress::default()),
         ProgressArg::Auto => Arc::new(PlainProgress),
     };
+    let mut decryption = image_rs::ocicrypt::layer::DecryptionKeys::default();
+    for arg in &a.decryption_keys {
+        decryption.private_keys.push(
+            image_rs::ocicrypt::keys::PrivateKey::from_key_arg(arg)
+                .context("loading --decryption-key")?,
+        );
+    }
+    if let Some(dir) = &a.key_provider_dir {
+        decryption.provider = Some(Arc::new(
+            image_rs::ocicrypt::provider::FileKeyProvider::new(dir),
+        ));
+    }
     let opts = PullOptions {
+        decryption: Arc::new(decryption),
         layout: match a.layout {
             LayoutArg::Flat => Layout::Flat,
             LayoutArg::Overlay => Layout::Overlay,

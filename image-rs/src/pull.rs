@@ -17,6 +17,8 @@ use crate::decompress::Decompressor;
 use crate::digest::{Algorithm, Digest, HashingReader};
 use crate::error::Error;
 use crate::manifest::{self, Compression, Descriptor, ImageConfig, ImageManifest, ManifestKind};
+use crate::ocicrypt::layer::{layer_keys, DecryptionKeys, LayerKeys};
+use crate::ocicrypt::{cipher::HmacMismatch, spec as enc};
 use crate::platform::Platform;
 use crate::progress::{NoProgress, ProgressEvent, ProgressSink};
 use crate::reference::Reference;
@@ -48,6 +50,9 @@ pub struct PullOptions {
     pub limits: Limits,
     /// Where progress events go.
     pub progress: Arc<dyn ProgressSink>,
+    /// Keys for encrypted layers (private keys for JWE recipients, a key
+    /// provider for Confidential Containers packets).
+    pub decryption: Arc<DecryptionKeys>,
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -69,6 +74,7 @@ impl Default for PullOptions {
             max_concurrent: 3,
             limits: Limits::default(),
             progress: Arc::new(NoProgress),
+            decryption: Arc::new(DecryptionKeys::default()),
         }
     }
 }
@@ -221,7 +227,9 @@ impl Puller {
         let compressions = manifest
             .layers
             .iter()
-            .map(|l| manifest::layer_compression(&l.media_type, &l.digest))
+            .map(|l| {
+                manifest::layer_compression(enc::decrypted_media_type(&l.media_type), &l.digest)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let (config_bytes, config_fetched) = match self.store.read_blob(&manifest.config.digest) {
             Some(b) => (b, false),
@@ -270,7 +278,11 @@ impl Puller {
             total_bytes: img.manifest.layers.iter().map(|l| l.size).sum(),
         });
 
-        let handles = self.spawn_layers(&img, opts);
+        // Every encrypted layer's key is unwrapped before anything is used,
+        // even when the layer is already in the store: the store must not
+        // hand an encrypted image to a caller who cannot open it.
+        let keys = self.unwrap_layer_keys(&img, &opts.decryption).await?;
+        let handles = self.spawn_layers(&img, opts, keys);
         let outcomes = match opts.layout {
             Layout::Flat => self.assemble_flat(&img, handles, &rootfs).await?,
             Layout::Overlay => {
@@ -333,13 +345,38 @@ impl Puller {
         img: &ResolvedImage,
         opts: &PullOptions,
     ) -> Result<Vec<LayerOutcome>, Error> {
-        join_in_order(self.spawn_layers(img, opts)).await
+        let keys = self.unwrap_layer_keys(img, &opts.decryption).await?;
+        join_in_order(self.spawn_layers(img, opts, keys)).await
+    }
+
+    /// The layer keys of the encrypted layers (`None` for plain ones).
+    pub async fn unwrap_layer_keys(
+        &self,
+        img: &ResolvedImage,
+        keys: &DecryptionKeys,
+    ) -> Result<Vec<Option<Arc<LayerKeys>>>, Error> {
+        let mut out = Vec::with_capacity(img.manifest.layers.len());
+        for desc in &img.manifest.layers {
+            if !enc::is_encrypted(&desc.media_type) {
+                out.push(None);
+                continue;
+            }
+            let k = layer_keys(&desc.annotations, keys)
+                .await
+                .map_err(|source| Error::Decrypt {
+                    digest: desc.digest.clone(),
+                    source,
+                })?;
+            out.push(Some(Arc::new(k)));
+        }
+        Ok(out)
     }
 
     fn spawn_layers(
         &self,
         img: &ResolvedImage,
         opts: &PullOptions,
+        keys: Vec<Option<Arc<LayerKeys>>>,
     ) -> Vec<tokio::task::JoinHandle<Result<LayerOutcome, Error>>> {
         let sem = Arc::new(Semaphore::new(opts.max_concurrent.max(1)));
         img.manifest
@@ -347,8 +384,9 @@ impl Puller {
             .iter()
             .zip(&img.config.rootfs.diff_ids)
             .zip(&img.compressions)
+            .zip(keys)
             .enumerate()
-            .map(|(index, ((desc, diff_id), compression))| {
+            .map(|(index, (((desc, diff_id), compression), keys))| {
                 let job = LayerJob {
                     client: self.client.clone(),
                     store: self.store.clone(),
@@ -359,6 +397,7 @@ impl Puller {
                     compression: *compression,
                     limits: opts.limits,
                     progress: opts.progress.clone(),
+                    keys,
                 };
                 let sem = sem.clone();
                 tokio::spawn(async move {
@@ -586,6 +625,7 @@ struct LayerJob {
     compression: Compression,
     limits: Limits,
     progress: Arc<dyn ProgressSink>,
+    keys: Option<Arc<LayerKeys>>,
 }
 
 impl LayerJob {
@@ -643,8 +683,18 @@ impl LayerJob {
             let compression = self.compression;
             let limits = self.limits;
             let dest = self.store.layer_dir(&self.diff_id);
+            let keys = self.keys.clone();
             tokio::task::spawn_blocking(move || {
-                unpack_layer(rx, tmp, &dest, &desc, &diff_id, compression, limits)
+                unpack_layer(
+                    rx,
+                    tmp,
+                    &dest,
+                    &desc,
+                    &diff_id,
+                    compression,
+                    limits,
+                    keys.as_deref(),
+                )
             })
         };
         let mut last = 0u64;
@@ -721,6 +771,43 @@ impl Read for ChannelReader {
 }
 
 /// The blocking half of a layer: verify, decompress, unpack, commit.
+/// Decompresses and unpacks one tar stream into `fs_dir`, hashing it for the
+/// diff_id, and drains the decompressed stream to its end. Gives `reader`
+/// back so callers can finish the layers below (decryption, digests).
+fn unpack_tar<R: Read>(
+    reader: R,
+    compression: Compression,
+    diff_id: &Digest,
+    fs_dir: &Path,
+    limits: Limits,
+) -> Result<(UnpackStats, Vec<Vec<u8>>, Digest, R), UnpackError> {
+    let dec = Decompressor::new(reader, compression).map_err(UnpackError::Archive)?;
+    let tar = BufReader::with_capacity(256 * 1024, HashingReader::new(dec, diff_id.algorithm()));
+    let (stats, implicit, tar) = LayerUnpacker::new(fs_dir, limits)?.unpack_with_implicit(tar)?;
+    let (diff, _, dec) = tar
+        .into_inner()
+        .finish_drained()
+        .map_err(UnpackError::Archive)?;
+    Ok((stats, implicit, diff, dec.into_inner()))
+}
+
+/// Whether an I/O error (possibly wrapped by the decompressor or the tar
+/// parser) is the decrypting reader's HMAC mismatch.
+fn is_hmac(e: &io::Error) -> bool {
+    if HmacMismatch::is(e) {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
+    while let Some(c) = cur {
+        if c.is::<HmacMismatch>() || c.downcast_ref::<io::Error>().is_some_and(HmacMismatch::is) {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+#[allow(clippy::too_many_arguments)]
 fn unpack_layer(
     rx: mpsc::Receiver<Chunk>,
     tmp: TempPath,
@@ -729,6 +816,7 @@ fn unpack_layer(
     diff_id: &Digest,
     compression: Compression,
     limits: Limits,
+    keys: Option<&LayerKeys>,
 ) -> Result<UnpackStats, Error> {
     let mut blob = HashingReader::new(
         ChannelReader {
@@ -743,22 +831,46 @@ fn unpack_layer(
         source,
     };
     let fs_dir = tmp.path().join(crate::store::LAYER_FS);
+    let hmac_err = || Error::Hmac {
+        digest: desc.digest.clone(),
+    };
     let result: Result<(UnpackStats, Vec<Vec<u8>>, Digest), Error> = (|| {
         std::fs::create_dir(&fs_dir)
             .map_err(|e| Error::io("creating layer directory", &fs_dir, e))?;
-        let dec = Decompressor::new(&mut blob, compression)
-            .map_err(|e| unpack_err(UnpackError::Archive(e)))?;
-        let tar =
-            BufReader::with_capacity(256 * 1024, HashingReader::new(dec, diff_id.algorithm()));
-        let (stats, implicit, tar) = LayerUnpacker::new(&fs_dir, limits)
-            .map_err(unpack_err)?
-            .unpack_with_implicit(tar)
-            .map_err(unpack_err)?;
-        let (got_diff, _, _) = tar
-            .into_inner()
-            .finish_drained()
-            .map_err(|e| unpack_err(UnpackError::Archive(e)))?;
-        Ok((stats, implicit, got_diff))
+        let Some(k) = keys else {
+            let (stats, implicit, diff, _) =
+                unpack_tar(&mut blob, compression, diff_id, &fs_dir, limits).map_err(unpack_err)?;
+            return Ok((stats, implicit, diff));
+        };
+        // ciphertext -> AES-CTR (+HMAC) -> plain blob digest -> decompress -> diff_id -> tar
+        let plain = HashingReader::new(k.decrypt(&mut blob), k.private.digest.algorithm());
+        let (stats, implicit, diff, plain) =
+            unpack_tar(plain, compression, diff_id, &fs_dir, limits).map_err(|e| match &e {
+                UnpackError::Archive(io) if is_hmac(io) => hmac_err(),
+                _ => unpack_err(e),
+            })?;
+        // Read the ciphertext to its end: only then is the HMAC checked.
+        let (plain_digest, _, dec) = plain.finish_drained().map_err(|e| {
+            if is_hmac(&e) {
+                hmac_err()
+            } else {
+                unpack_err(UnpackError::Archive(e))
+            }
+        })?;
+        if !dec.verified() {
+            return Err(hmac_err());
+        }
+        if plain_digest != k.private.digest {
+            return Err(Error::DigestMismatch {
+                what: format!(
+                    "decrypted layer {} (digest from its wrapped key options)",
+                    desc.digest
+                ),
+                expected: k.private.digest.clone(),
+                actual: plain_digest,
+            });
+        }
+        Ok((stats, implicit, diff))
     })();
     // Whatever happened above, hash the rest of the blob: a digest mismatch is
     // the most precise explanation of a failure, and success needs it anyway.
