@@ -112,7 +112,7 @@ pub enum Error {
         digest: Digest,
         /// Which recipients/kids were found and which keys were tried.
         #[source]
-        source: crate::ocicrypt::Error,
+        source: Box<crate::ocicrypt::Error>,
     },
 
     /// The HMAC over an encrypted layer's ciphertext did not match.

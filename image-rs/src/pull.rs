@@ -365,7 +365,7 @@ impl Puller {
                 .await
                 .map_err(|source| Error::Decrypt {
                     digest: desc.digest.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             out.push(Some(Arc::new(k)));
         }
