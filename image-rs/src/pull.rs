@@ -771,6 +771,9 @@ impl Read for ChannelReader {
 }
 
 /// The blocking half of a layer: verify, decompress, unpack, commit.
+/// What [`unpack_tar`] found: counts, implied directories, the diff_id.
+type Unpacked = (UnpackStats, Vec<Vec<u8>>, Digest);
+
 /// Decompresses and unpacks one tar stream into `fs_dir`, hashing it for the
 /// diff_id, and drains the decompressed stream to its end. Gives `reader`
 /// back so callers can finish the layers below (decryption, digests).
@@ -780,7 +783,7 @@ fn unpack_tar<R: Read>(
     diff_id: &Digest,
     fs_dir: &Path,
     limits: Limits,
-) -> Result<(UnpackStats, Vec<Vec<u8>>, Digest, R), UnpackError> {
+) -> Result<(Unpacked, R), UnpackError> {
     let dec = Decompressor::new(reader, compression).map_err(UnpackError::Archive)?;
     let tar = BufReader::with_capacity(256 * 1024, HashingReader::new(dec, diff_id.algorithm()));
     let (stats, implicit, tar) = LayerUnpacker::new(fs_dir, limits)?.unpack_with_implicit(tar)?;
@@ -788,7 +791,7 @@ fn unpack_tar<R: Read>(
         .into_inner()
         .finish_drained()
         .map_err(UnpackError::Archive)?;
-    Ok((stats, implicit, diff, dec.into_inner()))
+    Ok(((stats, implicit, diff), dec.into_inner()))
 }
 
 /// Whether an I/O error (possibly wrapped by the decompressor or the tar
@@ -834,7 +837,7 @@ fn unpack_layer(
     let hmac_err = || Error::Hmac {
         digest: desc.digest.clone(),
     };
-    let result: Result<(UnpackStats, Vec<Vec<u8>>, Digest), Error> = (|| {
+    let result: Result<Unpacked, Error> = (|| {
         std::fs::create_dir(&fs_dir)
             .map_err(|e| Error::io("creating layer directory", &fs_dir, e))?;
         let Some(k) = keys else {
@@ -844,7 +847,7 @@ fn unpack_layer(
         };
         // ciphertext -> AES-CTR (+HMAC) -> plain blob digest -> decompress -> diff_id -> tar
         let plain = HashingReader::new(k.decrypt(&mut blob), k.private.digest.algorithm());
-        let (stats, implicit, diff, plain) =
+        let (done, plain) =
             unpack_tar(plain, compression, diff_id, &fs_dir, limits).map_err(|e| match &e {
                 UnpackError::Archive(io) if is_hmac(io) => hmac_err(),
                 _ => unpack_err(e),
@@ -870,7 +873,7 @@ fn unpack_layer(
                 actual: plain_digest,
             });
         }
-        Ok((stats, implicit, diff))
+        Ok(done)
     })();
     // Whatever happened above, hash the rest of the blob: a digest mismatch is
     // the most precise explanation of a failure, and success needs it anyway.
