@@ -841,9 +841,9 @@ fn unpack_layer(
         std::fs::create_dir(&fs_dir)
             .map_err(|e| Error::io("creating layer directory", &fs_dir, e))?;
         let Some(k) = keys else {
-            let (stats, implicit, diff, _) =
+            let (done, _) =
                 unpack_tar(&mut blob, compression, diff_id, &fs_dir, limits).map_err(unpack_err)?;
-            return Ok((stats, implicit, diff));
+            return Ok(done);
         };
         // ciphertext -> AES-CTR (+HMAC) -> plain blob digest -> decompress -> diff_id -> tar
         let plain = HashingReader::new(k.decrypt(&mut blob), k.private.digest.algorithm());
