@@ -115,6 +115,16 @@ pub enum Error {
         source: Box<crate::ocicrypt::Error>,
     },
 
+    /// A layer could not be encrypted (bad recipients, unsupported type).
+    #[error("encrypting layer {digest}: {source}")]
+    Encrypt {
+        /// The plain layer's digest.
+        digest: Digest,
+        /// The cause.
+        #[source]
+        source: Box<crate::ocicrypt::Error>,
+    },
+
     /// The HMAC over an encrypted layer's ciphertext did not match.
     #[error("layer {digest}: the HMAC over the ciphertext does not match the one in its annotations: the encrypted layer or its annotations were tampered with; nothing of it was kept")]
     Hmac {

@@ -11,6 +11,7 @@
 //! overlayfs format; a rootfs is either an overlay mount over them
 //! ([`Layout::Overlay`]) or a plain merged copy ([`Layout::Flat`]).
 
+pub mod copy;
 pub mod decompress;
 pub mod digest;
 pub mod error;

@@ -47,6 +47,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy an image between a registry and an OCI layout, encrypting layers
+    /// for the given recipients (like skopeo copy --encryption-key).
+    Copy(CopyArgs),
     /// Remove layers and blobs no image in the store references.
     Gc {
         /// Store directory.
@@ -129,6 +132,39 @@ struct PullArgs {
     key_provider_dir: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+struct CopyArgs {
+    /// Source: docker://REF or oci:DIR[:TAG].
+    source: String,
+    /// Destination: docker://REF or oci:DIR[:TAG].
+    destination: String,
+    /// Recipient of the encrypted layers (repeatable): jwe:PUBLIC.pem (RSA or
+    /// EC public key) or provider:kbs:///REPO/TYPE/TAG=KEKFILE (Confidential
+    /// Containers key provider; KEKFILE holds the 32-byte key the KBS serves).
+    #[arg(long = "encryption-key", value_name = "RECIPIENT")]
+    encryption_keys: Vec<String>,
+    /// Encrypt only this layer (0-based; -1 is the last; repeatable).
+    /// Default: all layers.
+    #[arg(
+        long = "encrypt-layer",
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    encrypt_layers: Vec<i64>,
+    /// Platform to pick when the source is a multi-platform index.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Talk plain HTTP to registries.
+    #[arg(long)]
+    plain_http: bool,
+    /// Extra CA certificate(s) to trust, PEM (repeatable).
+    #[arg(long = "ca-file", value_name = "PEM")]
+    ca_files: Vec<PathBuf>,
+    /// docker config.json or containers auth.json with registry logins.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum LayoutArg {
     Flat,
@@ -187,6 +223,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Pull(args) => rt.block_on(pull(args)),
+        Command::Copy(args) => rt.block_on(copy(args)),
         Command::Images { store, json } => {
             let store = Store::open(&store)
                 .with_context(|| format!("opening store {}", store.display()))?;
@@ -314,6 +351,79 @@ async fn pull(a: PullArgs) -> anyhow::Result<()> {
             report.rootfs.display(),
             started.elapsed()
         );
+    }
+    println!("{}", report.manifest_digest);
+    Ok(())
+}
+
+fn parse_recipient(arg: &str) -> anyhow::Result<image_rs::ocicrypt::layer::Recipient> {
+    use image_rs::ocicrypt::layer::Recipient;
+    if let Some(path) = arg.strip_prefix("jwe:") {
+        let key = image_rs::ocicrypt::keys::PublicKey::from_file(std::path::Path::new(path))
+            .with_context(|| format!("--encryption-key {arg}"))?;
+        return Ok(Recipient::Jwe(key));
+    }
+    if let Some(rest) = arg.strip_prefix("provider:") {
+        let (kid, file) = rest.split_once('=').with_context(|| {
+            format!("--encryption-key {arg}: expected provider:kbs:///REPO/TYPE/TAG=KEKFILE")
+        })?;
+        image_rs::ocicrypt::provider::ResourceUri::parse(kid)
+            .with_context(|| format!("--encryption-key {arg}"))?;
+        let kek = Zeroizing::new(
+            std::fs::read(file)
+                .with_context(|| format!("reading the key-encryption key {file}"))?,
+        );
+        if kek.len() != 32 {
+            bail!(
+                "--encryption-key {arg}: the key-encryption key must be 32 bytes, {file} has {}",
+                kek.len()
+            );
+        }
+        return Ok(Recipient::Provider {
+            kid: kid.to_string(),
+            kek,
+        });
+    }
+    bail!(
+        "--encryption-key {arg}: expected jwe:PUBLIC.pem or provider:kbs:///REPO/TYPE/TAG=KEKFILE"
+    )
+}
+
+async fn copy(a: CopyArgs) -> anyhow::Result<()> {
+    let src: image_rs::copy::Location = a.source.parse()?;
+    let dst: image_rs::copy::Location = a.destination.parse()?;
+    let recipients = a
+        .encryption_keys
+        .iter()
+        .map(|k| parse_recipient(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if recipients.is_empty() && !a.encrypt_layers.is_empty() {
+        bail!("--encrypt-layer needs at least one --encryption-key");
+    }
+    let credentials = match &a.auth_file {
+        Some(f) => Credentials::from_auth_file(f)?,
+        None => Credentials::from_default_files()?,
+    };
+    let client = RegistryClient::new(RegistryConfig {
+        plain_http: a.plain_http,
+        ca_files: a.ca_files.clone(),
+        credentials,
+        ..RegistryConfig::default()
+    })?;
+    let opts = image_rs::copy::CopyOptions {
+        recipients,
+        encrypt_layers: (!a.encrypt_layers.is_empty()).then(|| a.encrypt_layers.clone()),
+        platform: a
+            .platform
+            .as_deref()
+            .map(str::parse::<Platform>)
+            .transpose()?,
+    };
+    let report = image_rs::copy::copy(&client, &src, &dst, &opts)
+        .await
+        .with_context(|| format!("copying {} to {}", a.source, a.destination))?;
+    if !report.encrypted_layers.is_empty() {
+        eprintln!("encrypted layers {:?}", report.encrypted_layers);
     }
     println!("{}", report.manifest_digest);
     Ok(())
