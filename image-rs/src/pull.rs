@@ -17,8 +17,9 @@ use crate::decompress::Decompressor;
 use crate::digest::{Algorithm, Digest, HashingReader};
 use crate::error::Error;
 use crate::manifest::{self, Compression, Descriptor, ImageConfig, ImageManifest, ManifestKind};
+use crate::ocicrypt::cipher::{DecryptReader, HmacMismatch};
 use crate::ocicrypt::layer::{layer_keys, DecryptionKeys, LayerKeys};
-use crate::ocicrypt::{cipher::HmacMismatch, spec as enc};
+use crate::ocicrypt::spec as enc;
 use crate::platform::Platform;
 use crate::progress::{NoProgress, ProgressEvent, ProgressSink};
 use crate::reference::Reference;
@@ -810,6 +811,22 @@ fn is_hmac(e: &io::Error) -> bool {
     false
 }
 
+/// Reads the rest of an encrypted layer through its decrypting reader and
+/// says whether the HMAC over the ciphertext failed. Any other read error
+/// (e.g. the download was interrupted) is not an HMAC failure: the caller's
+/// own error stands.
+fn hmac_fails<R: Read>(dec: &mut DecryptReader<R>) -> bool {
+    let mut sink = vec![0u8; 64 * 1024];
+    loop {
+        match dec.read(&mut sink) {
+            Ok(0) => return !dec.verified(),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return is_hmac(&e),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn unpack_layer(
     rx: mpsc::Receiver<Chunk>,
@@ -846,12 +863,18 @@ fn unpack_layer(
             return Ok(done);
         };
         // ciphertext -> AES-CTR (+HMAC) -> plain blob digest -> decompress -> diff_id -> tar
-        let plain = HashingReader::new(k.decrypt(&mut blob), k.private.digest.algorithm());
-        let (done, plain) =
-            unpack_tar(plain, compression, diff_id, &fs_dir, limits).map_err(|e| match &e {
-                UnpackError::Archive(io) if is_hmac(io) => hmac_err(),
-                _ => unpack_err(e),
-            })?;
+        let mut dec = k.decrypt(&mut blob);
+        let plain = HashingReader::new(&mut dec, k.private.digest.algorithm());
+        let (done, plain) = match unpack_tar(plain, compression, diff_id, &fs_dir, limits) {
+            Ok(r) => r,
+            Err(e) => {
+                // A tampered ciphertext usually breaks the decompressor or the
+                // tar parser before EOF: finish the HMAC, the precise explanation.
+                let tampered =
+                    matches!(&e, UnpackError::Archive(io) if is_hmac(io)) || hmac_fails(&mut dec);
+                return Err(if tampered { hmac_err() } else { unpack_err(e) });
+            }
+        };
         // Read the ciphertext to its end: only then is the HMAC checked.
         let (plain_digest, _, dec) = plain.finish_drained().map_err(|e| {
             if is_hmac(&e) {

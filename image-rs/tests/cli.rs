@@ -312,3 +312,241 @@ fn help_works() {
     assert_success(&o);
     assert!(text(&o.stdout).starts_with("image-rs "));
 }
+
+// ---------------------------------------------------------------------------------------
+// Encrypted images (ocicrypt): --decryption-key
+// ---------------------------------------------------------------------------------------
+
+/// The shared ocicrypt vectors (skopeo-encrypted layouts and their keys), or `None` with
+/// the reason printed when they are absent.
+fn ocicrypt_vectors() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/ocicrypt");
+    for needed in [
+        "skopeo-enc/index.json",
+        "keys/rsa-priv.pem",
+        "keys/wrong-rsa-priv.pem",
+    ] {
+        if !dir.join(needed).exists() {
+            eprintln!(
+                "SKIPPED: the ocicrypt vectors are absent ({} does not exist)",
+                dir.join(needed).display()
+            );
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+/// [`Setup`] plus the vector image `skopeo-enc:rsa` (made by `skopeo copy --encryption-key
+/// jwe:rsa-pub.pem`) pushed byte for byte as `cli/enc:v1`; returns its digest.
+fn push_encrypted_vector(s: &Setup, vectors: &Path) -> String {
+    let enc = integration_tests::layout::OciLayout::new(vectors.join("skopeo-enc"));
+    let digest = integration_tests::push::push(
+        &enc,
+        "rsa",
+        &s.reg,
+        "cli/enc:v1",
+        integration_tests::push::PushOptions::default(),
+    );
+    assert_eq!(digest, enc.manifest_digest("rsa"));
+    digest
+}
+
+#[test]
+fn encrypted_image_pulls_with_decryption_key_and_fails_clearly_without() {
+    let Some(v) = ocicrypt_vectors() else { return };
+    let s = Setup::new(RegistryOptions::default());
+    let digest = push_encrypted_vector(&s, &v);
+    let reference = format!("{}/cli/enc:v1", s.reg.addr());
+
+    // No key: one line naming the recipient and the flag to use. (The default plain
+    // progress prints "resolved ..." first; the error is still exactly one line.)
+    let o = run(&mut s.pull(&reference, "rootfs-nokey", &[]));
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(o.stdout.is_empty(), "{}", show(&o));
+    let err = text(&o.stderr);
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("image-rs: error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line:\n{}", show(&o));
+    assert_eq!(err.lines().last(), Some(errors[0]), "{}", show(&o));
+    let o = run(&mut s.pull(&reference, "rootfs-nokey", &["--progress", "none"]));
+    let line = error_line(&o);
+    assert!(line.contains("encrypted for"), "{line}");
+    assert!(line.contains("RSA-OAEP (RSA 2048)"), "{line}");
+    assert!(line.contains("--decryption-key"), "{line}");
+    assert!(line.contains(&reference), "names the reference: {line}");
+    assert_eq!(line, errors[0], "the same error with and without progress");
+    assert!(!s.path("rootfs-nokey").exists());
+
+    // The wrong key: the same kind of line, saying which key was tried.
+    let wrong = v.join("keys/wrong-rsa-priv.pem");
+    let o = run(&mut s.pull(
+        &reference,
+        "rootfs-wrong",
+        &[
+            "--progress",
+            "none",
+            "--decryption-key",
+            wrong.to_str().unwrap(),
+        ],
+    ));
+    let line = error_line(&o);
+    assert!(line.contains("1 private key tried (RSA 2048)"), "{line}");
+    assert!(!s.path("rootfs-wrong").exists());
+
+    // The right key (after a wrong one: every key is tried).
+    let key = v.join("keys/rsa-priv.pem");
+    let o = run(&mut s.pull(
+        &reference,
+        "rootfs",
+        &[
+            "--decryption-key",
+            wrong.to_str().unwrap(),
+            "--decryption-key",
+            key.to_str().unwrap(),
+        ],
+    ));
+    assert_success(&o);
+    assert_eq!(text(&o.stdout), format!("{digest}\n"), "{}", show(&o));
+    assert_eq!(
+        std::fs::read(s.path("rootfs/etc/harness-arch")).unwrap(),
+        b"amd64\n"
+    );
+}
+
+#[test]
+fn password_protected_decryption_key_works_and_the_password_is_never_printed() {
+    let Some(v) = ocicrypt_vectors() else { return };
+    let s = Setup::new(RegistryOptions::default());
+    let digest = push_encrypted_vector(&s, &v);
+    let reference = format!("{}/cli/enc:v1", s.reg.addr());
+    let protected = s.path("rsa-priv-pkcs8-aes256.pem");
+    integration_tests::cmd::run(
+        Command::new("openssl")
+            .args([
+                "pkcs8",
+                "-topk8",
+                "-v2",
+                "aes256",
+                "-passout",
+                "pass:s3cret",
+            ])
+            .arg("-in")
+            .arg(v.join("keys/rsa-priv.pem"))
+            .arg("-out")
+            .arg(&protected),
+    );
+    assert!(std::fs::read_to_string(&protected)
+        .unwrap()
+        .contains("BEGIN ENCRYPTED PRIVATE KEY"));
+    let arg = |password: &str| format!("{}:{password}", protected.display());
+
+    let o = run(&mut s.pull(&reference, "rootfs", &["--decryption-key", &arg("s3cret")]));
+    assert_success(&o);
+    assert_eq!(text(&o.stdout), format!("{digest}\n"), "{}", show(&o));
+    assert_eq!(
+        std::fs::read(s.path("rootfs/etc/harness-arch")).unwrap(),
+        b"amd64\n"
+    );
+    assert!(!text(&o.stderr).contains("s3cret"), "{}", show(&o));
+
+    // A wrong password: one error line, about the key file, without the password.
+    let o = run(&mut s.pull(
+        &reference,
+        "rootfs-wrong",
+        &[
+            "--progress",
+            "none",
+            "--decryption-key",
+            &arg("Wr0ng-pa55phrase"),
+        ],
+    ));
+    let line = error_line(&o);
+    assert!(line.contains("--decryption-key"), "{line}");
+    assert!(line.contains("wrong password"), "{line}");
+    assert!(
+        line.contains(&protected.display().to_string()),
+        "names the key file: {line}"
+    );
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        !all.contains("Wr0ng-pa55phrase"),
+        "password printed:\n{}",
+        show(&o)
+    );
+    assert!(
+        !all.contains("pa55"),
+        "part of the password printed:\n{}",
+        show(&o)
+    );
+    assert!(!s.path("rootfs-wrong").exists());
+
+    // No password for the encrypted key: refused too, without a pull.
+    let o = run(&mut s.pull(
+        &reference,
+        "rootfs-nopass",
+        &[
+            "--progress",
+            "none",
+            "--decryption-key",
+            protected.to_str().unwrap(),
+        ],
+    ));
+    let line = error_line(&o);
+    assert!(line.contains("--decryption-key"), "{line}");
+    assert!(line.contains("no password was given"), "{line}");
+    assert!(!s.path("rootfs-nopass").exists());
+
+    // A key file that does not exist, with a password: the password is not echoed.
+    let missing = format!("{}:Sec0nd-pa55phrase", s.path("no-such-key.pem").display());
+    let o = run(&mut s.pull(
+        &reference,
+        "rootfs-missing",
+        &["--progress", "none", "--decryption-key", &missing],
+    ));
+    let line = error_line(&o);
+    assert!(line.contains("no such key file"), "{line}");
+    assert!(!line.contains("Sec0nd"), "password printed: {line}");
+}
+
+#[test]
+fn key_provider_dir_opens_a_coco_image() {
+    let Some(v) = ocicrypt_vectors() else { return };
+    if !v.join("coco-enc/index.json").exists() || !v.join("keys/kbs/default/key/1").exists() {
+        eprintln!("SKIPPED: the coco-enc vector or its KBS key is absent");
+        return;
+    }
+    let s = Setup::new(RegistryOptions::default());
+    let coco = integration_tests::layout::OciLayout::new(v.join("coco-enc"));
+    let digest = integration_tests::push::push(
+        &coco,
+        "coco",
+        &s.reg,
+        "cli/coco:v1",
+        integration_tests::push::PushOptions::default(),
+    );
+    let reference = format!("{}/cli/coco:v1", s.reg.addr());
+
+    let o = run(&mut s.pull(&reference, "rootfs-nokbs", &["--progress", "none"]));
+    let line = error_line(&o);
+    assert!(
+        line.contains("kbs:///default/key/1"),
+        "names the kid: {line}"
+    );
+    assert!(!s.path("rootfs-nokbs").exists());
+
+    let kbs = v.join("keys/kbs");
+    let o = run(&mut s.pull(
+        &reference,
+        "rootfs",
+        &["--key-provider-dir", kbs.to_str().unwrap()],
+    ));
+    assert_success(&o);
+    assert_eq!(text(&o.stdout), format!("{digest}\n"), "{}", show(&o));
+    assert_eq!(
+        std::fs::read(s.path("rootfs/etc/harness-arch")).unwrap(),
+        b"amd64\n"
+    );
+}
