@@ -10,8 +10,10 @@
 //! run in parallel. Run as root (owners, overlay mounts). When the vectors (which hold the
 //! keys) are absent, each test prints why and returns.
 
+mod common;
+use common::*;
+
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -23,8 +25,7 @@ use image_rs::ocicrypt::options::{PrivateOptions, PublicOptions};
 use image_rs::ocicrypt::spec::{ANNOTATION_JWE, ANNOTATION_PUBOPTS};
 use image_rs::ocicrypt::{self, DecryptionKeys, FileKeyProvider, PrivateKey, PublicKey};
 use image_rs::{
-    Digest, Error, Layout, PullOptions, PullReport, Puller, Reference, RegistryClient,
-    RegistryConfig, Store,
+    Error, Layout, PullOptions, PullReport, Puller, RegistryClient, RegistryConfig, Store,
 };
 use integration_tests::cmd;
 use integration_tests::compress::Compression;
@@ -115,16 +116,6 @@ impl Scratch {
     }
 }
 
-fn reference(s: &str) -> Reference {
-    s.parse()
-        .unwrap_or_else(|e| panic!("parse reference {s:?}: {e}"))
-}
-
-fn digest(s: &str) -> Digest {
-    s.parse()
-        .unwrap_or_else(|e| panic!("parse digest {s:?}: {e}"))
-}
-
 fn anonymous() -> Arc<RegistryClient> {
     Arc::new(RegistryClient::new(RegistryConfig::default()).expect("build registry client"))
 }
@@ -156,25 +147,6 @@ fn flat_with(keys: DecryptionKeys) -> PullOptions {
     opts(Layout::Flat, keys)
 }
 
-/// The error of a pull that must fail.
-fn expect_err(what: &str, r: Result<PullReport, Error>) -> Error {
-    match r {
-        Ok(rep) => panic!("{what}: the pull succeeded but must fail; report: {rep:#?}"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts that the error's message mentions every one of `words`.
-fn assert_mentions(what: &str, e: &Error, words: &[&str]) {
-    let msg = e.to_string();
-    for w in words {
-        assert!(
-            msg.contains(w),
-            "{what}: error message should mention {w:?}: {msg}\n({e:?})"
-        );
-    }
-}
-
 /// Compares the tree at `root` with `expected` (umoci's unpack) entry by entry.
 fn assert_same_tree(what: &str, expected: &Tree, root: &Path) {
     let actual = fstree::snapshot(root);
@@ -189,58 +161,6 @@ fn assert_same_tree(what: &str, expected: &Tree, root: &Path) {
             root.display()
         );
     }
-}
-
-fn is_mount_point(p: &Path) -> bool {
-    let (Ok(m), Some(parent)) = (fs::symlink_metadata(p), p.parent()) else {
-        return false;
-    };
-    fs::metadata(parent).is_ok_and(|pm| pm.dev() != m.dev())
-}
-
-/// Unmounts an overlay rootfs on drop (also when the test panics), before the scratch
-/// dir holding the store is removed. Declare it after the [`Scratch`].
-struct MountGuard {
-    puller: Puller,
-    target: PathBuf,
-}
-
-impl MountGuard {
-    fn new(puller: &Puller, target: &Path) -> MountGuard {
-        MountGuard {
-            puller: puller.clone(),
-            target: target.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if !is_mount_point(&self.target) {
-            return;
-        }
-        if let Err(e) = self.puller.unmount(&self.target) {
-            eprintln!("unmounting {}: {e}; detaching", self.target.display());
-            let _ = Command::new("umount").arg("-l").arg(&self.target).status();
-        }
-    }
-}
-
-/// Names of the entries of a directory (empty when it does not exist).
-fn dir_names(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = match fs::read_dir(p) {
-        Ok(rd) => rd
-            .map(|e| {
-                e.expect("read dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    v.sort();
-    v
 }
 
 /// Compares the store with `before`, ignoring lock files (a pull may create them), and
@@ -279,15 +199,6 @@ fn assert_nothing_left(
     }
 }
 
-fn layer_digests(m: &Value) -> Vec<String> {
-    m["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| l["digest"].as_str().expect("digest").to_string())
-        .collect()
-}
-
 fn media_types(m: &Value) -> Vec<String> {
     m["layers"]
         .as_array()
@@ -312,12 +223,6 @@ fn pulled_manifest(store: &Store, rep: &PullReport) -> Value {
         .read_blob(&rep.manifest_digest)
         .expect("the pulled manifest is in the store");
     serde_json::from_slice(&b).expect("manifest JSON")
-}
-
-fn blob_gets(reqs: &[RequestRecord]) -> Vec<&RequestRecord> {
-    reqs.iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
-        .collect()
 }
 
 /// Runs the real encrypter: `skopeo copy --encryption-key jwe:PUB... [--encrypt-layer=N]

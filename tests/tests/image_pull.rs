@@ -7,17 +7,18 @@
 //! on drop; overlay mounts unmounted by [`MountGuard`] even when a test panics), so the
 //! tests run in parallel. Run as root (owners, xattrs, overlay mounts).
 
+mod common;
+use common::*;
+
 use std::fs;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use image_rs::registry::Login;
 use image_rs::unpack::{Limits, UnpackError};
 use image_rs::{
-    Credentials, Digest, Error, Layout, Platform, PullOptions, PullReport, Puller, Reference,
-    RegistryClient, RegistryConfig, Store,
+    Credentials, Error, Layout, Platform, PullOptions, Puller, RegistryClient, RegistryConfig,
+    Store,
 };
 use integration_tests::compress::{self, Compression};
 use integration_tests::fsedit;
@@ -72,16 +73,6 @@ impl Scratch {
     }
 }
 
-fn reference(s: &str) -> Reference {
-    s.parse()
-        .unwrap_or_else(|e| panic!("parse reference {s:?}: {e}"))
-}
-
-fn digest(s: &str) -> Digest {
-    s.parse()
-        .unwrap_or_else(|e| panic!("parse digest {s:?}: {e}"))
-}
-
 fn client(config: RegistryConfig) -> Arc<RegistryClient> {
     Arc::new(RegistryClient::new(config).expect("build registry client"))
 }
@@ -114,25 +105,6 @@ fn overlay() -> PullOptions {
     }
 }
 
-/// The error of a pull that must fail.
-fn expect_err(what: &str, r: Result<PullReport, Error>) -> Error {
-    match r {
-        Ok(rep) => panic!("{what}: the pull succeeded but must fail; report: {rep:#?}"),
-        Err(e) => e,
-    }
-}
-
-/// Asserts that the error's message mentions every one of `words`.
-fn assert_mentions(what: &str, e: &Error, words: &[&str]) {
-    let msg = e.to_string();
-    for w in words {
-        assert!(
-            msg.contains(w),
-            "{what}: error message should mention {w:?}: {msg}\n({e:?})"
-        );
-    }
-}
-
 /// Compares the tree at `root` with `expected` (umoci's unpack) entry by entry.
 fn assert_same_tree(what: &str, expected: &Tree, root: &Path, opts: &CompareOptions) {
     let actual = fstree::snapshot(root);
@@ -153,58 +125,6 @@ fn entry<'a>(t: &'a Tree, p: &str) -> &'a fstree::Entry {
     t.entries
         .get(Path::new(p))
         .unwrap_or_else(|| panic!("no {p} in the tree"))
-}
-
-fn is_mount_point(p: &Path) -> bool {
-    let (Ok(m), Some(parent)) = (fs::symlink_metadata(p), p.parent()) else {
-        return false;
-    };
-    fs::metadata(parent).is_ok_and(|pm| pm.dev() != m.dev())
-}
-
-/// Unmounts an overlay rootfs on drop (also when the test panics), before the scratch
-/// dir holding the store is removed. Declare it after the [`Scratch`].
-struct MountGuard {
-    puller: Puller,
-    target: PathBuf,
-}
-
-impl MountGuard {
-    fn new(puller: &Puller, target: &Path) -> MountGuard {
-        MountGuard {
-            puller: puller.clone(),
-            target: target.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if !is_mount_point(&self.target) {
-            return;
-        }
-        if let Err(e) = self.puller.unmount(&self.target) {
-            eprintln!("unmounting {}: {e}; detaching", self.target.display());
-            let _ = Command::new("umount").arg("-l").arg(&self.target).status();
-        }
-    }
-}
-
-/// Names of the entries of a directory (empty when it does not exist).
-fn dir_names(p: &Path) -> Vec<String> {
-    let mut v: Vec<String> = match fs::read_dir(p) {
-        Ok(rd) => rd
-            .map(|e| {
-                e.expect("read dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    v.sort();
-    v
 }
 
 /// Unpacked layers in the store (`layers/<alg>/<hex>`), as `alg:hex`.
@@ -264,21 +184,6 @@ fn small_tars(id: &str) -> Vec<Vec<u8>> {
             .file("app/id", 0o644, id.as_bytes())
             .finish(),
     ]
-}
-
-fn blob_gets(reqs: &[RequestRecord]) -> Vec<&RequestRecord> {
-    reqs.iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
-        .collect()
-}
-
-fn layer_digests(m: &Value) -> Vec<String> {
-    m["layers"]
-        .as_array()
-        .expect("layers")
-        .iter()
-        .map(|l| l["digest"].as_str().expect("digest").to_string())
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
