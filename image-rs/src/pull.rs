@@ -229,7 +229,16 @@ impl Puller {
             .layers
             .iter()
             .map(|l| {
-                manifest::layer_compression(enc::decrypted_media_type(&l.media_type), &l.digest)
+                if enc::is_encrypted(&l.media_type) {
+                    // ocicrypt encrypts non-distributable layers too; once
+                    // decrypted (and served by this registry, digest-checked)
+                    // they are ordinary layers. Plain ones stay refused.
+                    let plain =
+                        enc::decrypted_media_type(&l.media_type).replace(".nondistributable", "");
+                    manifest::layer_compression(&plain, &l.digest)
+                } else {
+                    manifest::layer_compression(&l.media_type, &l.digest)
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (config_bytes, config_fetched) = match self.store.read_blob(&manifest.config.digest) {

@@ -194,3 +194,83 @@ async fn provider_recipient_pulls_through_the_file_key_provider() {
     let expected = fstree::snapshot(&images::umoci_unpack(&l, "bb", &t.path().join("umoci")));
     fstree::compare(&expected, &fstree::snapshot(&rootfs)).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_non_distributable_layers_decrypt() {
+    let Some(keys) = vectors() else {
+        eprintln!("skipped: ../shared/vectors/ocicrypt not present");
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let plain = t.path().join("plain");
+    let l = OciLayout::new(&plain);
+    images::build_busybox(&l, "bb");
+    let client = RegistryClient::new(RegistryConfig::default()).unwrap();
+    let enc = t.path().join("enc");
+    let opts = CopyOptions {
+        recipients: vec![Recipient::Jwe(
+            PublicKey::from_file(&keys.join("rsa-pub.pem")).unwrap(),
+        )],
+        ..Default::default()
+    };
+    let src: Location = format!("oci:{}:bb", plain.display()).parse().unwrap();
+    let dst: Location = format!("oci:{}:enc", enc.display()).parse().unwrap();
+    copy(&client, &src, &dst, &opts).await.unwrap();
+
+    // Mark the encrypted layers non-distributable (as ocicrypt can produce),
+    // then push blobs and the rewritten manifest to a registry.
+    let el = OciLayout::new(&enc);
+    let mut m = el.manifest("enc");
+    for layer in m["layers"].as_array_mut().unwrap() {
+        let mt = layer["mediaType"]
+            .as_str()
+            .unwrap()
+            .replace(".layer.v1.", ".layer.nondistributable.v1.");
+        layer["mediaType"] = serde_json::Value::from(mt);
+    }
+    let reg = Registry::start(RegistryOptions::default());
+    let r: image_rs::Reference = format!("{}/nd/bb:v1", reg.addr()).parse().unwrap();
+    let mut blobs = vec![m["config"]["digest"].as_str().unwrap().to_string()];
+    blobs.extend(
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["digest"].as_str().unwrap().to_string()),
+    );
+    for d in blobs {
+        let digest: image_rs::Digest = d.parse().unwrap();
+        let data = std::fs::read(enc.join("blobs/sha256").join(digest.hex())).unwrap();
+        client
+            .push_blob(&r, &digest, bytes::Bytes::from(data))
+            .await
+            .unwrap();
+    }
+    let mb = serde_json::to_vec(&m).unwrap();
+    client
+        .push_manifest(
+            &r,
+            "v1",
+            "application/vnd.oci.image.manifest.v1+json",
+            bytes::Bytes::from(mb),
+        )
+        .await
+        .unwrap();
+
+    let puller = Puller::new(
+        Arc::new(client),
+        Store::open(t.path().join("store")).unwrap(),
+    );
+    let opts = PullOptions {
+        layout: Layout::Flat,
+        decryption: Arc::new(DecryptionKeys {
+            private_keys: vec![PrivateKey::from_file(&keys.join("rsa-priv.pem"), None).unwrap()],
+            provider: None,
+        }),
+        ..Default::default()
+    };
+    let rootfs = t.path().join("rootfs");
+    puller.pull(&r, &rootfs, &opts).await.unwrap();
+    let expected = fstree::snapshot(&images::umoci_unpack(&l, "bb", &t.path().join("umoci")));
+    fstree::compare(&expected, &fstree::snapshot(&rootfs)).unwrap();
+}
