@@ -17,6 +17,17 @@
 #   BENCH_TMP=DIR           parent of the scratch dir (default /dev/shm)
 #   BENCH_KEEP=1            keep the scratch dir (processes and mounts are still cleaned)
 #   BENCH_JSON=FILE         also copy the JSON-lines results to FILE
+#   BENCH_ENCRYPTED=1       encrypted-image mode: also push the image encrypted by skopeo
+#                           (JWE, RSA) as :enc and pull it; contenders then are
+#                           ours,ours-enc,coco,coco-enc,skopeo,skopeo-enc (containerd and
+#                           floor only if named in BENCH_ONLY); adds a "/ plain" ratio and
+#                           the AES-CTR / HMAC throughput of `openssl speed`
+#   BENCH_KEYS=DIR          keys for BENCH_ENCRYPTED (default:
+#                           <repo>/../shared/vectors/ocicrypt/keys); BENCH_ENC_PUB and
+#                           BENCH_ENC_PRIV override the files (rsa-pub.pem, rsa-priv.pem)
+#   BENCH_CRYPTO_SPEED=1    with BENCH_ENCRYPTED=1: also build and run our
+#                           `ocicrypt_speed` example next to `openssl speed`
+#   BENCH_CRYPTO_ROUNDS=N   rounds of the throughput measurements (default 3; median shown)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
@@ -26,11 +37,23 @@ IMAGE_RS=${IMAGE_RS:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/image-rs}
 BENCH_BUILD=${BENCH_BUILD:-0}
 SCALE=${BENCH_IMAGE_SCALE:-1}
 RUNS=${BENCH_RUNS:-3}
-ONLY=${BENCH_ONLY:-ours,coco,skopeo,containerd,floor}
 COCO_BENCH=${COCO_BENCH:-$SCRIPT_DIR/../../shared/peers/coco-image-rs-bench.xz}
 BENCH_TMP=${BENCH_TMP:-/dev/shm}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_JSON=${BENCH_JSON:-}
+ENCRYPTED=${BENCH_ENCRYPTED:-0}
+BENCH_KEYS=${BENCH_KEYS:-$SCRIPT_DIR/../../shared/vectors/ocicrypt/keys}
+ENC_PUB=${BENCH_ENC_PUB:-$BENCH_KEYS/rsa-pub.pem}
+ENC_PRIV=${BENCH_ENC_PRIV:-$BENCH_KEYS/rsa-priv.pem}
+CRYPTO_SPEED=${BENCH_CRYPTO_SPEED:-0}
+CRYPTO_ROUNDS=${BENCH_CRYPTO_ROUNDS:-3}
+SPEED_MIB=512
+if [[ $ENCRYPTED == 1 ]]; then
+    ONLY=${BENCH_ONLY:-ours,ours-enc,coco,coco-enc,skopeo,skopeo-enc}
+else
+    ENCRYPTED=0
+    ONLY=${BENCH_ONLY:-ours,coco,skopeo,containerd,floor}
+fi
 
 log() { printf '==> %s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
@@ -42,6 +65,19 @@ if ! [[ $SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || ! awk -v s="$SCALE" 'BEGIN{exit !(s > 
     die "BENCH_IMAGE_SCALE must be a number in (0, 4], got '$SCALE'"
 fi
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
+[[ $CRYPTO_ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CRYPTO_ROUNDS must be a positive integer"
+for c in ${ONLY//,/ }; do
+    case $c in
+    ours | coco | skopeo | containerd | floor) ;;
+    ours-enc | coco-enc | skopeo-enc) ((ENCRYPTED)) || die "BENCH_ONLY: '$c' needs BENCH_ENCRYPTED=1" ;;
+    *) die "BENCH_ONLY: unknown contender '$c'" ;;
+    esac
+done
+if ((ENCRYPTED)); then
+    [[ -r $ENC_PUB && -r $ENC_PRIV ]] || die "BENCH_ENCRYPTED=1: keys not found: $ENC_PUB, $ENC_PRIV (set BENCH_KEYS=DIR or BENCH_ENC_PUB/BENCH_ENC_PRIV)"
+    ENC_PUB=$(realpath "$ENC_PUB")
+    ENC_PRIV=$(realpath "$ENC_PRIV")
+fi
 
 # ---------------------------------------------------------------- tools
 need_pkgs=()
@@ -430,12 +466,41 @@ skopeo copy -q --dest-tls-verify=false "oci:$S/oci:bench" "docker://$REF"
 curl -fsS -o /dev/null -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/bench/image/manifests/v1" \
     || die "image not found in the registry after push"
 
+REF_ENC=
+if ((ENCRYPTED)); then
+    # The same OCI layout, every layer encrypted by skopeo (ocicrypt: AES-256-CTR + HMAC-SHA256,
+    # layer key wrapped for the RSA public key in a JWE); config and diff_ids are unchanged.
+    REF_ENC=$REG/bench/image:enc
+    log "pushing encrypted (skopeo --encryption-key jwe:$(basename "$ENC_PUB")) to docker://$REF_ENC"
+    t0=$EPOCHREALTIME
+    skopeo copy -q --dest-tls-verify=false --encryption-key "jwe:$ENC_PUB" "oci:$S/oci:bench" "docker://$REF_ENC"
+    log "encrypted and pushed in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b - a}') s"
+    curl -fsS -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://$REG/v2/bench/image/manifests/enc" >"$S/manifest-enc.json" \
+        || die "encrypted image not found in the registry after push"
+    jq -e --argjson n "$NLAYERS" '(.layers | length) == $n and all(.layers[];
+            (.mediaType | endswith("+encrypted")) and (.annotations["org.opencontainers.image.enc.keys.jwe"] // "" | length > 0))' \
+        "$S/manifest-enc.json" >/dev/null || die "the :enc image does not have $NLAYERS JWE-encrypted layers: $(jq -c '[.layers[].mediaType]' "$S/manifest-enc.json")"
+    ENC_COMP=$(jq '[.layers[].size] | add' "$S/manifest-enc.json")
+    log "encrypted image: $NLAYERS layers $(jq -r '.layers[0].mediaType' "$S/manifest-enc.json"), $(awk -v x="$ENC_COMP" 'BEGIN{printf "%.1f", x/1e6}') MB, manifest sha256:$(sha256sum <"$S/manifest-enc.json" | cut -d' ' -f1)"
+fi
+
 # ---------------------------------------------------------------- timing helpers
 # timed NAME LOG CMD...: runs CMD under /usr/bin/time; appends "wall user sys rss_kb"
 # to $S/results/NAME.runs (wall from EPOCHREALTIME, ns resolution). Returns CMD's status.
+# Also appends to $S/results/NAME.other the CPU seconds that the rest of the machine used
+# meanwhile (all CPUs' busy time, less the contender's, the registry's and containerd's).
+sys_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+pid_ticks() { # PID -> user+sys clock ticks (own + waited-for children), 0 if gone
+    if [[ -n $1 && -r /proc/$1/stat ]]; then
+        awk '{sub(/^.*\) /, ""); print $12 + $13 + $14 + $15}' "/proc/$1/stat"
+    else echo 0; fi
+}
+HZ=$(getconf CLK_TCK)
 timed() {
-    local name=$1 out=$2 tf=$S/results/.time t0 t1 rc=0
+    local name=$1 out=$2 tf=$S/results/.time t0 t1 rc=0 b0 b1 p0 p1
     shift 2
+    b0=$(sys_busy)
+    p0=$(($(pid_ticks "$REG_PID") + $(pid_ticks "$CTRD_PID")))
     t0=$EPOCHREALTIME
     # In the background + wait, so that an INT/TERM runs our trap at once (in the foreground,
     # bash would wait for GNU time, which ignores SIGINT, and then not run the trap at all).
@@ -444,12 +509,16 @@ timed() {
     wait "$CHILD_PID" || rc=$?
     CHILD_PID=
     t1=$EPOCHREALTIME
+    b1=$(sys_busy)
+    p1=$(($(pid_ticks "$REG_PID") + $(pid_ticks "$CTRD_PID")))
     if ((rc)); then
         warn "$name failed (exit $rc); last output:"
         tail -n 15 "$out" >&2
         return "$rc"
     fi
     tail -n 1 "$tf" | awk -v a="$t0" -v b="$t1" '{printf "%.4f %s %s %s\n", b - a, $2, $3, $4}' >>"$S/results/$name.runs"
+    tail -n 1 "$tf" | awk -v w="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b - a}')" -v t="$((b1 - b0 - (p1 - p0)))" -v hz="$HZ" \
+        '{o = t / hz - $2 - $3; if (o < 0) o = 0; printf "%.2f %.4f\n", o, w}' >>"$S/results/$name.other"
 }
 
 # add_sample NAME WALL USER SYS RSS_KB (for samples assembled by hand)
@@ -468,6 +537,13 @@ fresh() { # fresh empty dir
     mkdir -p "$1"
 }
 
+# " (plain+encrypted, interleaved)" and the like in encrypted mode, nothing otherwise
+variants_note() {
+    ((ENCRYPTED)) || return 0
+    local IFS=+
+    printf ' (%s%s)' "$*" "$( (($# > 1)) && echo ', interleaved')"
+}
+
 ORDER=()
 declare -A LABEL NOTE
 contender() { ORDER+=("$1"); LABEL[$1]=$2; NOTE[$1]=${3:-}; }
@@ -482,31 +558,54 @@ run_ours() {
         log "SKIP Sealpod image-rs: $IMAGE_RS not found (set IMAGE_RS=PATH, or BENCH_BUILD=1 to build it)"
         return 0
     fi
-    local layout i W ok rr
+    local layout i v
+    local -a variants=()
+    want ours && variants+=(plain)
+    want ours-enc && variants+=(encrypted)
     for layout in flat overlay; do
-        contender "ours-$layout" "Sealpod image-rs ($layout)"
-        contender "ours-$layout-repull" "Sealpod image-rs ($layout) re-pull" "same store, image present, new rootfs dir"
-        log "Sealpod image-rs --layout $layout: $RUNS cold runs + re-pull"
+        for v in "${variants[@]}"; do
+            if [[ $v == encrypted ]]; then
+                contender "ours-enc-$layout" "Sealpod image-rs ($layout, encrypted)" "--decryption-key $(basename "$ENC_PRIV")"
+                contender "ours-enc-$layout-repull" "Sealpod image-rs ($layout, encrypted) re-pull" "same store, image present, new rootfs dir"
+            else
+                contender "ours-$layout" "Sealpod image-rs ($layout)"
+                contender "ours-$layout-repull" "Sealpod image-rs ($layout) re-pull" "same store, image present, new rootfs dir"
+            fi
+        done
+        log "Sealpod image-rs --layout $layout$(variants_note "${variants[@]}"): $RUNS cold runs + re-pull"
+        # plain and encrypted interleaved, so that both see the same machine
         for ((i = 1; i <= RUNS; i++)); do
-            W=$S/runs/ours-$layout
-            fresh "$W"
-            ok=1
-            timed "ours-$layout" "$W/cold.log" "$IMAGE_RS" pull "$REF" --rootfs "$W/rootfs" \
-                --layout "$layout" --store "$W/store" --progress none || ok=0
-            if ((ok)) && [[ $layout == overlay ]]; then
-                mountpoint -q "$W/rootfs" || warn "overlay layout: $W/rootfs is not a mount point after pull"
-            fi
-            ((ok)) && check_rootfs "$W/rootfs" "ours-$layout"
-            [[ $layout == overlay ]] && { umount "$W/rootfs" 2>/dev/null || true; }
-            if ((ok)); then
-                rr=$W/rootfs2 # a new container's rootfs (--rootfs must be absent or empty)
-                timed "ours-$layout-repull" "$W/repull.log" "$IMAGE_RS" pull "$REF" --rootfs "$rr" \
-                    --layout "$layout" --store "$W/store" --progress none || true
-                [[ $layout == overlay ]] && { umount "$rr" 2>/dev/null || true; }
-            fi
-            fresh "$W"
+            for v in "${variants[@]}"; do
+                if [[ $v == encrypted ]]; then
+                    ours_once "$layout" "ours-enc-$layout" "$REF_ENC" --decryption-key "$ENC_PRIV"
+                else
+                    ours_once "$layout" "ours-$layout" "$REF"
+                fi
+            done
         done
     done
+}
+
+ours_once() { # LAYOUT ID REF [EXTRA ARGS...]: one cold pull, its check, and a re-pull
+    local layout=$1 id=$2 ref=$3 W ok rr
+    shift 3
+    W=$S/runs/$id
+    fresh "$W"
+    ok=1
+    timed "$id" "$W/cold.log" "$IMAGE_RS" pull "$ref" --rootfs "$W/rootfs" \
+        --layout "$layout" --store "$W/store" --progress none "$@" || ok=0
+    if ((ok)) && [[ $layout == overlay ]]; then
+        mountpoint -q "$W/rootfs" || warn "overlay layout: $W/rootfs is not a mount point after pull"
+    fi
+    ((ok)) && check_rootfs "$W/rootfs" "$id"
+    [[ $layout == overlay ]] && { umount "$W/rootfs" 2>/dev/null || true; }
+    if ((ok)); then
+        rr=$W/rootfs2 # a new container's rootfs (--rootfs must be absent or empty)
+        timed "$id-repull" "$W/repull.log" "$IMAGE_RS" pull "$ref" --rootfs "$rr" \
+            --layout "$layout" --store "$W/store" --progress none "$@" || true
+        [[ $layout == overlay ]] && { umount "$rr" 2>/dev/null || true; }
+    fi
+    fresh "$W"
 }
 
 # A light sanity check that a contender produced the image's rootfs.
@@ -528,7 +627,8 @@ check_rootfs() { # DIR NAME
 
 # ---------------------------------------------------------------- CoCo image-rs
 run_coco() {
-    local bin=$S/coco-image-rs-bench i W
+    local bin=$S/coco-image-rs-bench i v id
+    local -a variants=()
     if [[ ! -e $COCO_BENCH ]]; then
         log "SKIP CoCo image-rs: $COCO_BENCH not found (set COCO_BENCH=PATH)"
         return 0
@@ -536,43 +636,87 @@ run_coco() {
     if [[ $COCO_BENCH == *.xz ]]; then xz -dc "$COCO_BENCH" >"$bin"; else cp "$COCO_BENCH" "$bin"; fi
     chmod +x "$bin"
     printf '[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$REG" "$REG" >"$S/registries.toml"
-    contender coco "CoCo image-rs" "overlay bundle (--keep-mounted, unmounted after timing), 3 layers in flight"
-    contender coco-repull "CoCo image-rs re-pull" "same work dir, new bundle dir"
-    log "CoCo image-rs: $RUNS cold runs + re-pull"
-    for ((i = 1; i <= RUNS; i++)); do
-        W=$S/runs/coco
-        fresh "$W"
-        # --keep-mounted: like ours (overlay), the unmount is not timed; we check the rootfs, then unmount
-        if timed coco "$W/cold.log" "$bin" "$REF" --work-dir "$W/work" --bundle "$W/bundle" \
-            --registries "$S/registries.toml" --keep-mounted; then
-            grep '^{' "$W/cold.log" | tail -n 1 >>"$S/results/coco.json"
-            check_rootfs "$W/bundle/rootfs" coco
-            unmount_under "$W/bundle"
-            # same WORK, new bundle dir: it refuses an existing bundle ("Failed to create bundle")
-            timed coco-repull "$W/repull.log" "$bin" "$REF" --work-dir "$W/work" --bundle "$W/bundle2" \
-                --registries "$S/registries.toml" || true
-            grep '^{' "$W/repull.log" | tail -n 1 >>"$S/results/coco-repull.json" || true
+    want coco && variants+=(plain)
+    want coco-enc && variants+=(encrypted)
+    for v in "${variants[@]}"; do
+        if [[ $v == encrypted ]]; then
+            contender coco-enc "CoCo image-rs (encrypted)" "--decrypt-config $(basename "$ENC_PRIV"); overlay bundle, 3 layers in flight"
+            contender coco-enc-repull "CoCo image-rs (encrypted) re-pull" "same work dir, new bundle dir"
+        else
+            contender coco "CoCo image-rs" "overlay bundle (--keep-mounted, unmounted after timing), 3 layers in flight"
+            contender coco-repull "CoCo image-rs re-pull" "same work dir, new bundle dir"
         fi
-        fresh "$W"
     done
-    [[ -s $S/results/coco.json ]] && log "CoCo's own figures (cold): $(jq -c '{build_ms, pull_ms}' "$S/results/coco.json" | paste -sd' ')"
-    [[ -s $S/results/coco-repull.json ]] && log "CoCo's own figures (re-pull): $(jq -c '{build_ms, pull_ms}' "$S/results/coco-repull.json" | paste -sd' ')"
+    log "CoCo image-rs$(variants_note "${variants[@]}"): $RUNS cold runs + re-pull"
+    for ((i = 1; i <= RUNS; i++)); do
+        for v in "${variants[@]}"; do
+            if [[ $v == encrypted ]]; then
+                coco_once "$bin" coco-enc "$REF_ENC" --decrypt-config "$ENC_PRIV"
+            else
+                coco_once "$bin" coco "$REF"
+            fi
+        done
+    done
+    local -A what=([coco]=cold [coco-repull]=re-pull [coco-enc]="encrypted, cold" [coco-enc-repull]="encrypted, re-pull")
+    for id in coco coco-repull coco-enc coco-enc-repull; do
+        [[ -s $S/results/$id.json ]] && log "CoCo's own figures (${what[$id]}): $(jq -c '{build_ms, pull_ms}' "$S/results/$id.json" | paste -sd' ')"
+    done
     return 0
+}
+
+coco_once() { # BIN ID REF [EXTRA ARGS...]: one cold pull, its check, and a re-pull
+    local bin=$1 id=$2 ref=$3 W
+    shift 3
+    W=$S/runs/$id
+    fresh "$W"
+    # --keep-mounted: like ours (overlay), the unmount is not timed; we check the rootfs, then unmount
+    if timed "$id" "$W/cold.log" "$bin" "$ref" --work-dir "$W/work" --bundle "$W/bundle" \
+        --registries "$S/registries.toml" --keep-mounted "$@"; then
+        grep '^{' "$W/cold.log" | tail -n 1 >>"$S/results/$id.json"
+        check_rootfs "$W/bundle/rootfs" "$id"
+        unmount_under "$W/bundle"
+        # same WORK, new bundle dir: it refuses an existing bundle ("Failed to create bundle")
+        timed "$id-repull" "$W/repull.log" "$bin" "$ref" --work-dir "$W/work" --bundle "$W/bundle2" \
+            --registries "$S/registries.toml" "$@" || true
+        grep '^{' "$W/repull.log" | tail -n 1 >>"$S/results/$id-repull.json" || true
+    fi
+    fresh "$W"
 }
 
 # ---------------------------------------------------------------- skopeo + umoci
 run_skopeo() {
-    local i W
-    contender skopeo "skopeo copy + umoci unpack" "sequential: fetch all, then unpack"
-    log "skopeo copy + umoci unpack: $RUNS cold runs"
-    for ((i = 1; i <= RUNS; i++)); do
-        W=$S/runs/skopeo
-        fresh "$W"
-        # shellcheck disable=SC2016
-        timed skopeo "$W/cold.log" sh -c 'skopeo copy -q --src-tls-verify=false "docker://$1" "oci:$2/oci:bench" && umoci unpack --image "$2/oci:bench" "$2/bundle"' \
-            sh "$REF" "$W" && check_rootfs "$W/bundle/rootfs" skopeo
-        fresh "$W"
+    local i v
+    local -a variants=()
+    want skopeo && variants+=(plain)
+    want skopeo-enc && variants+=(encrypted)
+    for v in "${variants[@]}"; do
+        if [[ $v == encrypted ]]; then
+            contender skopeo-enc "skopeo copy + umoci unpack (encrypted)" "skopeo copy --decryption-key $(basename "$ENC_PRIV"), then umoci unpack"
+        else
+            contender skopeo "skopeo copy + umoci unpack" "sequential: fetch all, then unpack"
+        fi
     done
+    log "skopeo copy + umoci unpack$(variants_note "${variants[@]}"): $RUNS cold runs"
+    for ((i = 1; i <= RUNS; i++)); do
+        for v in "${variants[@]}"; do
+            if [[ $v == encrypted ]]; then
+                skopeo_once skopeo-enc "$REF_ENC" --decryption-key "$ENC_PRIV"
+            else
+                skopeo_once skopeo "$REF"
+            fi
+        done
+    done
+}
+
+skopeo_once() { # ID REF [EXTRA SKOPEO COPY ARGS...]
+    local id=$1 ref=$2 W
+    shift 2
+    W=$S/runs/$id
+    fresh "$W"
+    # shellcheck disable=SC2016
+    timed "$id" "$W/cold.log" sh -c 'r=$1 w=$2; shift 2; skopeo copy -q --src-tls-verify=false "$@" "docker://$r" "oci:$w/oci:bench" && umoci unpack --image "$w/oci:bench" "$w/bundle"' \
+        sh "$ref" "$W" "$@" && check_rootfs "$W/bundle/rootfs" "$id"
+    fresh "$W"
 }
 
 # ---------------------------------------------------------------- containerd
@@ -636,6 +780,7 @@ run_containerd() {
                 "$(awk -v a="$u" -v t="$((du1 - du0))" -v hz="$hz" 'BEGIN{printf "%.2f", a + t / hz}')" \
                 "$(awk -v a="$s" -v t="$((ds1 - ds0))" -v hz="$hz" 'BEGIN{printf "%.2f", a + t / hz}')" \
                 "$((rss + hwm))"
+            tail -n 1 "$S/results/containerd-ctr.other" >>"$S/results/containerd.other"
             nsnap=$(ctr -a "$sock" -n bench snapshots ls 2>/dev/null | awk 'NR > 1 && $NF == "Committed"' | wc -l)
             if ((nsnap != NLAYERS)); then
                 warn "containerd: expected $NLAYERS committed snapshots after pull, found $nsnap (not unpacked?)"
@@ -668,13 +813,89 @@ run_floor() {
     done
 }
 
+# ---------------------------------------------------------------- crypto throughput
+SPEED_BIN=${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/examples/ocicrypt_speed
+build_speed() { # built before the pulls, so that the build does not overlap a timed run
+    log "building the ocicrypt_speed example (cargo build --release -p image-rs --example ocicrypt_speed)"
+    if ! (cd "$REPO_ROOT" && cargo build --release -q -p image-rs --example ocicrypt_speed); then
+        warn "could not build the ocicrypt_speed example; ours is left out of the throughput comparison"
+        return 0
+    fi
+}
+
+# openssl speed: MB/s (10^6 B/s) in the 16384-byte column of the row of FILE's results
+openssl_16k() { # FILE
+    awk '$1 == "type" {ok = ($(NF - 1) == "16384" && $NF == "bytes"); next}
+         ok && NF > 2 && $NF ~ /k$/ {v = $NF; sub(/k$/, "", v); printf "%.0f\n", v / 1000; exit}' "$1"
+}
+ours_mbs() { # FILE PREFIX: the MB/s figure of the example's line starting with PREFIX
+    awk -v p="$2" 'index($0, p) == 1 {for (i = 1; i <= NF; i++) if ($i == "MB/s") {print $(i - 1); exit}}' "$1"
+}
+
+# Each figure is measured CRYPTO_ROUNDS times, openssl and ours alternating, and the
+# median is shown with the range: on a VM one measurement can be off by a third.
+CRYPTO_LINES=()
+CRYPTO_JSON=
+crypto_speed() {
+    local f=$S/results/speed k i v
+    local -A med=() rng=()
+    log "crypto throughput, $CRYPTO_ROUNDS rounds: openssl speed -evp aes-256-ctr -seconds 1; openssl speed -hmac sha256 -seconds 1$(
+        [[ $CRYPTO_SPEED == 1 && -x $SPEED_BIN ]] && echo "; $SPEED_BIN $SPEED_MIB (ocicrypt_speed example, $SPEED_MIB MiB in 1 MiB buffers)")"
+    for ((i = 1; i <= CRYPTO_ROUNDS; i++)); do
+        openssl speed -evp aes-256-ctr -seconds 1 >"$f-aes.txt" 2>/dev/null || warn "openssl speed -evp aes-256-ctr failed"
+        openssl speed -hmac sha256 -seconds 1 >"$f-hmac.txt" 2>/dev/null || warn "openssl speed -hmac sha256 failed"
+        v=$(openssl_16k "$f-aes.txt") && [[ -n $v ]] && echo "$v" >>"$f.aes"
+        v=$(openssl_16k "$f-hmac.txt") && [[ -n $v ]] && echo "$v" >>"$f.hmac"
+        if [[ $CRYPTO_SPEED == 1 && -x $SPEED_BIN ]]; then
+            if "$SPEED_BIN" "$SPEED_MIB" >"$f-ours.txt" 2>&1; then
+                ours_mbs "$f-ours.txt" AES-256-CTR >>"$f.o_aes"
+                ours_mbs "$f-ours.txt" HMAC-SHA256 >>"$f.o_hmac"
+                ours_mbs "$f-ours.txt" DecryptReader >>"$f.o_dec"
+                ours_mbs "$f-ours.txt" EncryptReader >>"$f.o_enc"
+            else
+                warn "ocicrypt_speed failed: $(tail -n 3 "$f-ours.txt")"
+            fi
+        fi
+    done
+    [[ -s $f.aes && -s $f.hmac ]] || { warn "could not read openssl speed's 16384-byte column"; return 0; }
+    # openssl has no combined figure: one thread doing both, one after the other
+    paste -d' ' "$f.aes" "$f.hmac" | awk '{printf "%.0f\n", 1 / (1 / $1 + 1 / $2)}' >"$f.both"
+    for k in aes hmac both o_aes o_hmac o_dec o_enc; do
+        [[ -s $f.$k ]] || continue
+        med[$k]=$(sort -n "$f.$k" | awk '{v[NR] = $1} END{print v[int((NR + 1) / 2)]}')
+        rng[$k]=$(sort -n "$f.$k" | awk 'NR == 1 {lo = $1} {hi = $1} END{print (NR > 1 ? lo "-" hi : "")}')
+    done
+    cell() { [[ -n ${med[$1]:-} ]] && printf '%s%s' "${med[$1]}" "${rng[$1]:+ (${rng[$1]})}" || printf -- '-'; }
+    r() { [[ -n ${med[$1]:-} && -n ${med[$2]:-} ]] && awk -v a="${med[$1]}" -v b="${med[$2]}" 'BEGIN{printf "%.2f", a / b}' || printf -- '-'; }
+    CRYPTO_LINES+=("$(printf '%-44s | %20s | %20s | %8s' "crypto throughput, MB/s (10^6 B/s), one core" "openssl, 16 KiB" "ours, 1 MiB buffers" "ours/ssl")")
+    CRYPTO_LINES+=("$(printf '%-44s | %20s | %20s | %8s' "AES-256-CTR" "$(cell aes)" "$(cell o_aes)" "$(r o_aes aes)")")
+    CRYPTO_LINES+=("$(printf '%-44s | %20s | %20s | %8s' "HMAC-SHA256" "$(cell hmac)" "$(cell o_hmac)" "$(r o_hmac hmac)")")
+    CRYPTO_LINES+=("$(printf '%-44s | %20s | %20s | %8s' "AES-256-CTR + HMAC-SHA256 (decrypt + verify)" "$(cell both)*" "$(cell o_dec)" "$(r o_dec both)")")
+    [[ -n ${med[o_enc]:-} ]] && CRYPTO_LINES+=("$(printf '%-44s | %20s | %20s | %8s' "encrypt: CTR + HMAC + 2x SHA-256 (copy)" "" "$(cell o_enc)" "")")
+    CRYPTO_LINES+=("  median (min-max) of $CRYPTO_ROUNDS rounds; * openssl has no combined figure: 1 / (1/AES + 1/HMAC), one thread doing both")
+    [[ $CRYPTO_SPEED == 1 ]] || CRYPTO_LINES+=("  ours: BENCH_CRYPTO_SPEED=1 runs the ocicrypt_speed example (needs a build)")
+    if [[ -n ${ENC_COMP:-} ]]; then
+        CRYPTO_LINES+=("  decrypting + verifying this image's $(awk -v x="$ENC_COMP" 'BEGIN{printf "%.0f", x/1e6}') MB of encrypted layers: $(awk -v x="$ENC_COMP" -v r="${med[o_dec]:-${med[both]}}" 'BEGIN{printf "%.2f", x / 1e6 / r}') s of CPU at $([[ -n ${med[o_dec]:-} ]] && echo "our" || echo "openssl's") median rate")
+    fi
+    arr() { if [[ -s $f.$1 ]]; then jq -sc . "$f.$1"; else echo '[]'; fi; }
+    CRYPTO_JSON=$(jq -cn --argjson aes "$(arr aes)" --argjson hmac "$(arr hmac)" --argjson both "$(arr both)" \
+        --argjson oa "$(arr o_aes)" --argjson oh "$(arr o_hmac)" --argjson od "$(arr o_dec)" --argjson oe "$(arr o_enc)" \
+        --arg ov "$(openssl version)" --argjson mib "$SPEED_MIB" \
+        'def m: if length == 0 then null else sort | .[(length - 1) / 2 | floor] end;
+         def f: {median: m, rounds: .};
+         {crypto_mb_per_s: {openssl: {version: $ov, block_bytes: 16384, "aes-256-ctr": ($aes | f), "hmac-sha256": ($hmac | f), "ctr+hmac_sequential": ($both | f)},
+          ours: {buffer_bytes: 1048576, total_mib: $mib, "aes-256-ctr": ($oa | f), "hmac-sha256": ($oh | f), decrypt_reader: ($od | f), encrypt_reader: ($oe | f)}}}')
+}
+
 # ---------------------------------------------------------------- run
 echo
-want ours && run_ours
-want coco && run_coco
-want skopeo && run_skopeo
+((ENCRYPTED)) && [[ $CRYPTO_SPEED == 1 ]] && build_speed
+if want ours || want ours-enc; then run_ours; fi
+if want coco || want coco-enc; then run_coco; fi
+if want skopeo || want skopeo-enc; then run_skopeo; fi
 want containerd && run_containerd
 want floor && run_floor
+((ENCRYPTED)) && crypto_speed
 
 # floor = sum of the two parts' medians
 if m1=$(median floor-gunzip-sha256) && m2=$(median floor-tar-x); then
@@ -686,47 +907,133 @@ if m1=$(median floor-gunzip-sha256) && m2=$(median floor-tar-x); then
 fi
 
 # ---------------------------------------------------------------- report
-# ratios: cold runs against the cold baselines, re-pulls against the baselines' re-pulls
-base_flat=$(median ours-flat 2>/dev/null | awk '{print $1}') || true
-base_coco=$(median coco 2>/dev/null | awk '{print $1}') || true
-base_flat_r=$(median ours-flat-repull 2>/dev/null | awk '{print $1}') || true
-base_coco_r=$(median coco-repull 2>/dev/null | awk '{print $1}') || true
+# ratios: cold runs against the cold baselines, re-pulls against the baselines' re-pulls;
+# encrypted rows against the encrypted baselines, and (/ plain) against their plain twin
+base_of() { # ID flat|coco|plain -> ID of that baseline for ID
+    local c=$1 r='' e=''
+    [[ $c == *-repull ]] && r=-repull
+    [[ $c == *-enc* ]] && e=-enc
+    case $2 in
+    flat) echo "ours$e-flat$r" ;;
+    coco) echo "coco$e$r" ;;
+    plain) [[ -n $e ]] && echo "${c/-enc/}" ;;
+    esac
+    return 0
+}
+wall_of() { median "$1" 2>/dev/null | awk '{print $1}' || true; }
 ratio() { [[ -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}' || printf -- '-'; }
 
 echo
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 log "machine: $(nproc) CPUs, $(uname -sr); image: $IMAGE_SIZES; $RUNS cold runs each, median by wall time"
 log "load average at start: $LOAD_START, at end: $LOAD_END"
-awk -v a="${LOAD_START%% *}" -v b="${LOAD_END%% *}" 'BEGIN{exit !(a >= 1 || b >= 2)}' &&
+# background CPU: what the rest of the machine used while a contender was timed. It is
+# more direct than the load average (a decaying mean that still shows work which ended
+# before the runs), so when it is there, it decides the warning.
+if bg=$(cat "$S"/results/*.other 2>/dev/null | awk 'NF == 2 {o += $1; w += $2; if ($2 >= 0.5 && $1 / $2 > m) m = $1 / $2} END{if (w > 0) printf "%.1f %.1f %.2f %.2f", o, w, o / w, m}') && [[ -n $bg ]]; then
+    read -r bg_o bg_w bg_avg bg_max <<<"$bg"
+    log "background CPU during the timed runs (all CPUs' busy time less the contender's, the registry's, containerd's): $bg_o CPU-s over $bg_w s, on average $bg_avg CPUs busy, worst run (of those >= 0.5 s) $bg_max"
+    if awk -v a="$bg_avg" -v m="$bg_max" 'BEGIN{exit !(a >= 0.15 || m >= 0.5)}'; then
+        warn "other processes used CPU during the timed runs (above); timings are not clean"
+    elif awk -v a="${LOAD_START%% *}" -v b="${LOAD_END%% *}" 'BEGIN{exit !(a >= 1 || b >= 2)}'; then
+        log "(the load average was high at the start or the end, but the timed runs had the CPUs to themselves)"
+    fi
+elif awk -v a="${LOAD_START%% *}" -v b="${LOAD_END%% *}" 'BEGIN{exit !(a >= 1 || b >= 2)}'; then
     warn "the machine was busy with other work (load average above); timings are not clean"
-printf '%-42s | %9s | %7s | %7s | %8s | %8s | %8s\n' contender "wall s" "user s" "sys s" "RSS MB" "/ flat" "/ CoCo"
-printf '%s\n' "-------------------------------------------+-----------+---------+---------+----------+----------+---------"
+fi
+LW=42
+NW=40
+for c in "${ORDER[@]}"; do
+    ((${#LABEL[$c]} > LW)) && LW=${#LABEL[$c]}
+    ((${#LABEL[$c]} + 1 > NW)) && NW=$((${#LABEL[$c]} + 1))
+done
+hdr=$(printf '%-*s | %9s | %7s | %7s | %8s | %8s | %8s' "$LW" contender "wall s" "user s" "sys s" "RSS MB" "/ flat" "/ CoCo")
+sep="$(printf '%*s' $((LW + 1)) '' | tr ' ' -)+-----------+---------+---------+----------+----------+---------"
+if ((ENCRYPTED)); then
+    hdr+=$(printf ' | %8s' "/ plain")
+    sep+="-+---------"
+fi
+printf '%s\n%s\n' "$hdr" "$sep"
 : >"$S/results/results.jsonl"
 for c in "${ORDER[@]}"; do
     if ! m=$(median "$c"); then
-        printf '%-42s | %9s |\n' "${LABEL[$c]}" FAILED
+        printf '%-*s | %9s |\n' "$LW" "${LABEL[$c]}" FAILED
         continue
     fi
     read -r wall u s rss n <<<"$m"
-    if [[ $c == *-repull ]]; then bf=$base_flat_r bc=$base_coco_r; else bf=$base_flat bc=$base_coco; fi
-    printf '%-42s | %9.3f | %7.2f | %7.2f | %8.1f | %8s | %8s\n' "${LABEL[$c]}" "$wall" "$u" "$s" \
+    bf=$(wall_of "$(base_of "$c" flat)")
+    bc=$(wall_of "$(base_of "$c" coco)")
+    printf '%-*s | %9.3f | %7.2f | %7.2f | %8.1f | %8s | %8s' "$LW" "${LABEL[$c]}" "$wall" "$u" "$s" \
         "$(awk -v r="$rss" 'BEGIN{print r / 1024}')" "$(ratio "$wall" "$bf")" "$(ratio "$wall" "$bc")"
+    bp=
+    if ((ENCRYPTED)); then
+        b=$(base_of "$c" plain)
+        [[ -n $b ]] && bp=$(wall_of "$b")
+        printf ' | %8s' "$(ratio "$wall" "$bp")"
+    fi
+    printf '\n'
+    ref=$REF
+    [[ $c == *-enc* ]] && ref=$REF_ENC
+    other='[]'
+    [[ -s $S/results/$c.other ]] && other=$(awk '{print $1}' "$S/results/$c.other" | jq -sc .)
     jq -cn --arg id "$c" --arg lbl "${LABEL[$c]}" --arg note "${NOTE[$c]}" \
         --argjson wall "$wall" --argjson user "$u" --argjson sys "$s" --argjson rss_kb "$rss" --argjson n "$n" \
-        --rawfile runs "$S/results/$c.runs" --arg ref "$REF" --argjson comp "$COMP" --argjson uncomp "$UNCOMP" \
+        --rawfile runs "$S/results/$c.runs" --arg ref "$ref" --argjson comp "$COMP" --argjson uncomp "$UNCOMP" \
         --arg scale "$SCALE" --argjson nproc "$(nproc)" --arg kernel "$(uname -r)" \
-        --arg ls "$LOAD_START" --arg le "$LOAD_END" \
+        --arg ls "$LOAD_START" --arg le "$LOAD_END" --argjson other "$other" \
+        --argjson enc "$ENCRYPTED" --arg bp "$bp" \
         '{contender: $id, label: $lbl, note: $note, median: {wall_s: $wall, user_s: $user, sys_s: $sys, peak_rss_kb: $rss_kb},
-          runs: ($runs | split("\n") | map(select(length > 0) | split(" ") | map(tonumber) | {wall_s: .[0], user_s: .[1], sys_s: .[2], peak_rss_kb: .[3]})),
+          runs: ($runs | split("\n") | map(select(length > 0) | split(" ") | map(tonumber) | {wall_s: .[0], user_s: .[1], sys_s: .[2], peak_rss_kb: .[3]})
+                | if ($other | length) == length then [., $other] | transpose | map(.[0] + {background_cpu_s: .[1]}) else . end),
           image: {compressed_bytes: $comp, uncompressed_tar_bytes: $uncomp, scale: ($scale | tonumber)},
-          machine: {nproc: $nproc, kernel: $kernel, loadavg_start: $ls, loadavg_end: $le}}' >>"$S/results/results.jsonl"
+          machine: {nproc: $nproc, kernel: $kernel, loadavg_start: $ls, loadavg_end: $le}}
+         + if $enc == 1 then {ref: $ref, encrypted: ($id | contains("-enc")),
+                             wall_over_plain: (if $bp == "" then null else ($wall / ($bp | tonumber) * 1000 | round / 1000) end)} else {} end' \
+        >>"$S/results/results.jsonl"
 done
 echo
 for c in "${ORDER[@]}"; do
-    [[ -n ${NOTE[$c]} ]] && printf '  %-40s %s\n' "${LABEL[$c]}:" "${NOTE[$c]}"
+    [[ -n ${NOTE[$c]} ]] && printf '  %-*s %s\n' "$NW" "${LABEL[$c]}:" "${NOTE[$c]}"
 done
 echo "  '/ flat' and '/ CoCo': wall time over Sealpod image-rs (flat) and over CoCo image-rs; re-pull rows over their re-pulls."
+if ((ENCRYPTED)); then
+    echo "  Encrypted rows are over the encrypted Sealpod image-rs (flat) and CoCo image-rs rows; '/ plain': over the same contender on the plain image."
+fi
 echo "  RSS is the peak resident set of the largest single process (GNU time), except containerd (daemon VmHWM + ctr)."
+
+if ((ENCRYPTED)); then
+    # enc_vs A B [target]: A over B in wall time and user+sys CPU (medians), and the peak RSS
+    # of both (median run, and the largest of all runs: what the RSS target is checked on)
+    enc_vs() {
+        local ma mb xa xb
+        ma=$(median "$1" 2>/dev/null) && mb=$(median "$2" 2>/dev/null) || return 1
+        xa=$(awk '$4 > m {m = $4} END{print m}' "$S/results/$1.runs")
+        xb=$(awk '$4 > m {m = $4} END{print m}' "$S/results/$2.runs")
+        awk -v a="$ma" -v b="$mb" -v xa="$xa" -v xb="$xb" -v t="${3:-}" 'BEGIN{
+            split(a, x, " "); split(b, y, " ")
+            w = x[1] / y[1]; c = (x[2] + x[3]) / (y[2] + y[3])
+            printf "%.3f wall, %.2f user+sys CPU (%.2f vs %.2f s), peak RSS %.1f vs %.1f MiB (max of runs %.1f vs %.1f)", w, c, x[2] + x[3], y[2] + y[3], x[4] / 1024, y[4] / 1024, xa / 1024, xb / 1024
+            if (t != "") printf "; targets: wall <= 1.10 %s, RSS <= 32 MiB in every run %s", (w <= 1.10 ? "met" : "MISSED"), (xa <= 32 * 1024 ? "met" : "MISSED")
+        }'
+    }
+    echo
+    for l in flat overlay; do
+        v=$(enc_vs "ours-enc-$l" "ours-$l" target) && log "Sealpod image-rs ($l), encrypted / plain: $v"
+    done
+    v=$(enc_vs coco-enc coco) && log "CoCo image-rs, encrypted / plain: $v"
+    v=$(enc_vs skopeo-enc skopeo) && log "skopeo copy + umoci unpack, encrypted / plain: $v"
+    for l in flat overlay; do
+        v=$(enc_vs "ours-enc-$l" coco-enc) && log "encrypted pull, Sealpod image-rs ($l) / CoCo image-rs: $v"
+    done
+    for l in flat overlay; do
+        v=$(enc_vs "ours-enc-$l" skopeo-enc) && log "encrypted pull, Sealpod image-rs ($l) / skopeo + umoci: $v"
+    done
+fi
+if ((${#CRYPTO_LINES[@]})); then
+    echo
+    printf '%s\n' "${CRYPTO_LINES[@]}"
+    [[ -n $CRYPTO_JSON ]] && printf '%s\n' "$CRYPTO_JSON" >>"$S/results/results.jsonl"
+fi
 echo
 log "JSON lines (also in $S/results/results.jsonl while the scratch dir exists):"
 cat "$S/results/results.jsonl"
