@@ -17,13 +17,12 @@ use crate::decompress::Decompressor;
 use crate::digest::{Algorithm, Digest, HashingReader};
 use crate::error::Error;
 use crate::manifest::{self, Compression, Descriptor, ImageConfig, ImageManifest, ManifestKind};
-use crate::ocicrypt::cipher::{DecryptReader, HmacMismatch};
 use crate::ocicrypt::layer::{layer_keys, DecryptionKeys, LayerKeys};
 use crate::ocicrypt::spec as enc;
 use crate::platform::Platform;
 use crate::progress::{NoProgress, ProgressEvent, ProgressSink};
 use crate::reference::Reference;
-use crate::registry::{Chunk, RegistryClient};
+use crate::registry::{BlobSummary, Chunk, RegistryClient};
 use crate::store::{ImageRecord, LayerRecord, Store, TempPath};
 use crate::unpack::{merge, LayerUnpacker, Limits, UnpackError, UnpackStats};
 
@@ -714,9 +713,20 @@ impl LayerJob {
             self.desc.size,
             self.progress.clone(),
         );
+        // The ciphertext/blob digest and the layer HMAC are computed here, on
+        // the download side, so they run beside the unpacking thread.
+        let mut hasher = crate::digest::Hasher::new(self.desc.digest.algorithm());
+        let mut mac = self.keys.as_ref().map(|k| {
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&k.private.symkey[..])
+                .expect("HMAC takes any key length")
+        });
         let download = self
             .client
-            .stream_blob(&self.reference, &self.desc, tx, |bytes| {
+            .stream_blob(&self.reference, &self.desc, tx.clone(), |chunk, bytes| {
+                hasher.update(chunk);
+                if let Some(m) = mac.as_mut() {
+                    hmac::Mac::update(m, chunk);
+                }
                 if bytes - last >= 1 << 20 || bytes == size {
                     last = bytes;
                     progress.event(&ProgressEvent::LayerProgress {
@@ -728,6 +738,19 @@ impl LayerJob {
                 }
             })
             .await;
+        if let Ok(stats) = &download {
+            let summary = BlobSummary {
+                digest: hasher.finish(),
+                size: stats.bytes,
+                mac_ok: mac
+                    .zip(self.keys.as_ref())
+                    .map(|(m, k)| hmac::Mac::verify_slice(m, &k.public.hmac).is_ok()),
+            };
+            let _ = tx.send(Chunk::Summary(summary)).await;
+        }
+        // Closing the channel without a summary tells the unpacker the
+        // download failed.
+        drop(tx);
         let unpacked = unpack
             .await
             .map_err(|e| Error::Internal(format!("unpack thread: {e}")))?;
@@ -765,6 +788,9 @@ impl Read for ChannelReader {
             match self.rx.blocking_recv() {
                 Some(Chunk::Data(b)) => self.cur = b,
                 Some(Chunk::End) => self.ended = true,
+                Some(Chunk::Summary(_)) => {
+                    return Err(io::Error::other("blob summary before the end of the blob"))
+                }
                 None => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -804,35 +830,32 @@ fn unpack_tar<R: Read>(
     Ok(((stats, implicit, diff), dec.into_inner()))
 }
 
-/// Whether an I/O error (possibly wrapped by the decompressor or the tar
-/// parser) is the decrypting reader's HMAC mismatch.
-fn is_hmac(e: &io::Error) -> bool {
-    if HmacMismatch::is(e) {
-        return true;
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|i| i as _);
-    while let Some(c) = cur {
-        if c.is::<HmacMismatch>() || c.downcast_ref::<io::Error>().is_some_and(HmacMismatch::is) {
-            return true;
-        }
-        cur = c.source();
-    }
-    false
+/// AES-256-CTR over a reader (ocicrypt's layer cipher; its HMAC is checked
+/// by the download side over the ciphertext).
+struct CtrReader<R> {
+    inner: R,
+    cipher: crate::ocicrypt::cipher::Aes256Ctr,
 }
 
-/// Reads the rest of an encrypted layer through its decrypting reader and
-/// says whether the HMAC over the ciphertext failed. Any other read error
-/// (e.g. the download was interrupted) is not an HMAC failure: the caller's
-/// own error stands.
-fn hmac_fails<R: Read>(dec: &mut DecryptReader<R>) -> bool {
-    let mut sink = vec![0u8; 64 * 1024];
-    loop {
-        match dec.read(&mut sink) {
-            Ok(0) => return !dec.verified(),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return is_hmac(&e),
+impl<R: Read> CtrReader<R> {
+    fn new(inner: R, k: &LayerKeys) -> Self {
+        use ctr::cipher::KeyIvInit;
+        CtrReader {
+            inner,
+            cipher: crate::ocicrypt::cipher::Aes256Ctr::new(
+                (&*k.private.symkey).into(),
+                (&k.private.nonce).into(),
+            ),
         }
+    }
+}
+
+impl<R: Read> Read for CtrReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ctr::cipher::StreamCipher;
+        let n = self.inner.read(buf)?;
+        self.cipher.apply_keystream(&mut buf[..n]);
+        Ok(n)
     }
 }
 
@@ -847,100 +870,84 @@ fn unpack_layer(
     limits: Limits,
     keys: Option<&LayerKeys>,
 ) -> Result<UnpackStats, Error> {
-    let mut blob = HashingReader::new(
-        ChannelReader {
-            rx,
-            cur: Bytes::new(),
-            ended: false,
-        },
-        desc.digest.algorithm(),
-    );
+    let mut chan = ChannelReader {
+        rx,
+        cur: Bytes::new(),
+        ended: false,
+    };
     let unpack_err = |source: UnpackError| Error::Unpack {
         digest: desc.digest.clone(),
         source,
     };
     let fs_dir = tmp.path().join(crate::store::LAYER_FS);
-    let hmac_err = || Error::Hmac {
-        digest: desc.digest.clone(),
-    };
-    let result: Result<Unpacked, Error> = (|| {
+    let result: Result<(Unpacked, Option<Digest>), Error> = (|| {
         std::fs::create_dir(&fs_dir)
             .map_err(|e| Error::io("creating layer directory", &fs_dir, e))?;
         let Some(k) = keys else {
             let (done, _) =
-                unpack_tar(&mut blob, compression, diff_id, &fs_dir, limits).map_err(unpack_err)?;
-            return Ok(done);
+                unpack_tar(&mut chan, compression, diff_id, &fs_dir, limits).map_err(unpack_err)?;
+            return Ok((done, None));
         };
-        // ciphertext -> AES-CTR (+HMAC) -> plain blob digest -> decompress -> diff_id -> tar
-        let mut dec = k.decrypt(&mut blob);
-        let plain = HashingReader::new(&mut dec, k.private.digest.algorithm());
-        let (done, plain) = match unpack_tar(plain, compression, diff_id, &fs_dir, limits) {
-            Ok(r) => r,
-            Err(e) => {
-                // A tampered ciphertext usually breaks the decompressor or the
-                // tar parser before EOF: finish the HMAC, the precise explanation.
-                let tampered =
-                    matches!(&e, UnpackError::Archive(io) if is_hmac(io)) || hmac_fails(&mut dec);
-                return Err(if tampered { hmac_err() } else { unpack_err(e) });
-            }
-        };
-        // Read the ciphertext to its end: only then is the HMAC checked.
-        let (plain_digest, _, dec) = plain.finish_drained().map_err(|e| {
-            if is_hmac(&e) {
-                hmac_err()
-            } else {
-                unpack_err(UnpackError::Archive(e))
-            }
-        })?;
-        if !dec.verified() {
-            return Err(hmac_err());
+        // ciphertext -> AES-CTR -> plain blob digest -> decompress -> diff_id -> tar
+        // (the HMAC over the ciphertext is computed on the download side).
+        let plain = HashingReader::new(CtrReader::new(&mut chan, k), k.private.digest.algorithm());
+        let (done, plain) =
+            unpack_tar(plain, compression, diff_id, &fs_dir, limits).map_err(unpack_err)?;
+        let (plain_digest, _, _) = plain
+            .finish_drained()
+            .map_err(|e| unpack_err(UnpackError::Archive(e)))?;
+        Ok((done, Some(plain_digest)))
+    })();
+    // Whatever happened above, receive the rest of the blob and the sender's
+    // summary: a digest or MAC mismatch is the most precise explanation of a
+    // failure, and success needs them anyway.
+    let mut sink = vec![0u8; 64 * 1024];
+    loop {
+        match chan.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            // Download failed: the caller reports the download's error.
+            Err(e) => return Err(unpack_err(UnpackError::Archive(e))),
         }
-        if plain_digest != k.private.digest {
+    }
+    let Some(Chunk::Summary(summary)) = chan.rx.blocking_recv() else {
+        return Err(unpack_err(UnpackError::Archive(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "download interrupted",
+        ))));
+    };
+    if summary.size != desc.size {
+        return Err(Error::SizeMismatch {
+            digest: desc.digest.clone(),
+            expected: desc.size,
+            actual: summary.size,
+        });
+    }
+    if summary.digest != desc.digest {
+        return Err(Error::DigestMismatch {
+            what: format!("layer blob {}", desc.digest),
+            expected: desc.digest.clone(),
+            actual: summary.digest,
+        });
+    }
+    if summary.mac_ok == Some(false) {
+        return Err(Error::Hmac {
+            digest: desc.digest.clone(),
+        });
+    }
+    let ((stats, implicit, got_diff), plain_digest) = result?;
+    if let (Some(k), Some(got)) = (keys, plain_digest) {
+        if got != k.private.digest {
             return Err(Error::DigestMismatch {
                 what: format!(
                     "decrypted layer {} (digest from its wrapped key options)",
                     desc.digest
                 ),
                 expected: k.private.digest.clone(),
-                actual: plain_digest,
+                actual: got,
             });
         }
-        Ok(done)
-    })();
-    // Whatever happened above, hash the rest of the blob: a digest mismatch is
-    // the most precise explanation of a failure, and success needs it anyway.
-    let mut sink = [0u8; 64 * 1024];
-    let drained = loop {
-        match blob.read(&mut sink) {
-            Ok(0) => break Ok(()),
-            Ok(_) => {}
-            Err(e) => break Err(e),
-        }
-    };
-    let (got, n, _) = match drained {
-        Ok(()) => blob
-            .finish_drained()
-            .map_err(|e| unpack_err(UnpackError::Archive(e)))?,
-        Err(e) => {
-            // Download failed: the caller reports the download's error.
-            return Err(unpack_err(UnpackError::Archive(e)));
-        }
-    };
-    if n != desc.size {
-        return Err(Error::SizeMismatch {
-            digest: desc.digest.clone(),
-            expected: desc.size,
-            actual: n,
-        });
     }
-    if got != desc.digest {
-        return Err(Error::DigestMismatch {
-            what: format!("layer blob {}", desc.digest),
-            expected: desc.digest.clone(),
-            actual: got,
-        });
-    }
-    let (stats, implicit, got_diff) = result?;
     if &got_diff != diff_id {
         return Err(Error::DigestMismatch {
             what: format!(

@@ -72,6 +72,20 @@ pub enum Chunk {
     Data(Bytes),
     /// The whole blob has been sent.
     End,
+    /// After `End`: what the sender computed over the bytes it sent (done on
+    /// the sending side so it runs beside the receiver's work).
+    Summary(BlobSummary),
+}
+
+/// Digest, size and (for encrypted layers) MAC verdict of a streamed blob.
+#[derive(Debug, Clone)]
+pub struct BlobSummary {
+    /// Digest of all bytes sent.
+    pub digest: Digest,
+    /// Number of bytes sent.
+    pub size: u64,
+    /// For an encrypted layer: whether the HMAC over the ciphertext matched.
+    pub mac_ok: Option<bool>,
 }
 
 enum CachedAuth {
@@ -528,7 +542,7 @@ impl RegistryClient {
         r: &Reference,
         desc: &Descriptor,
         tx: mpsc::Sender<Chunk>,
-        mut progress: impl FnMut(u64),
+        mut progress: impl FnMut(&Bytes, u64),
     ) -> Result<BlobStats, Error> {
         let path = format!("blobs/{}", desc.digest);
         let action = format!("downloading layer {} of", desc.digest);
@@ -590,10 +604,10 @@ impl RegistryClient {
                                     });
                                 }
                                 stats.bytes += c.len() as u64;
+                                progress(&c, offset);
                                 if tx.send(Chunk::Data(c)).await.is_err() {
                                     return Ok(stats); // consumer stopped: it reports why
                                 }
-                                progress(offset);
                             }
                             Ok(None) => {
                                 last_err = Some("connection closed early".into());
