@@ -713,20 +713,26 @@ impl LayerJob {
             self.desc.size,
             self.progress.clone(),
         );
-        // The ciphertext/blob digest and the layer HMAC are computed here, on
-        // the download side, so they run beside the unpacking thread.
+        // The blob digest, and for an encrypted layer the HMAC over the
+        // ciphertext, AES-CTR and the digest of the decrypted blob, run here
+        // on the download side, beside the unpacking thread.
         let mut hasher = crate::digest::Hasher::new(self.desc.digest.algorithm());
-        let mut mac = self.keys.as_ref().map(|k| {
-            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&k.private.symkey[..])
-                .expect("HMAC takes any key length")
+        let mut crypt = self.keys.as_ref().map(|k| {
+            use ctr::cipher::KeyIvInit;
+            (
+                <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&k.private.symkey[..])
+                    .expect("HMAC takes any key length"),
+                crate::ocicrypt::cipher::Aes256Ctr::new(
+                    (&*k.private.symkey).into(),
+                    (&k.private.nonce).into(),
+                ),
+                crate::digest::Hasher::new(k.private.digest.algorithm()),
+            )
         });
         let download = self
             .client
             .stream_blob(&self.reference, &self.desc, tx.clone(), |chunk, bytes| {
-                hasher.update(chunk);
-                if let Some(m) = mac.as_mut() {
-                    hmac::Mac::update(m, chunk);
-                }
+                hasher.update(&chunk);
                 if bytes - last >= 1 << 20 || bytes == size {
                     last = bytes;
                     progress.event(&ProgressEvent::LayerProgress {
@@ -736,15 +742,30 @@ impl LayerJob {
                         size,
                     });
                 }
+                let Some((mac, aes, plain)) = crypt.as_mut() else {
+                    return chunk;
+                };
+                use ctr::cipher::StreamCipher;
+                hmac::Mac::update(mac, &chunk);
+                let mut buf = bytes::BytesMut::from(&chunk[..]);
+                aes.apply_keystream(&mut buf);
+                plain.update(&buf);
+                buf.freeze()
             })
             .await;
         if let Ok(stats) = &download {
+            let (mac_ok, plain_digest) = match (crypt, self.keys.as_ref()) {
+                (Some((mac, _, plain)), Some(k)) => (
+                    Some(hmac::Mac::verify_slice(mac, &k.public.hmac).is_ok()),
+                    Some(plain.finish()),
+                ),
+                _ => (None, None),
+            };
             let summary = BlobSummary {
                 digest: hasher.finish(),
                 size: stats.bytes,
-                mac_ok: mac
-                    .zip(self.keys.as_ref())
-                    .map(|(m, k)| hmac::Mac::verify_slice(m, &k.public.hmac).is_ok()),
+                mac_ok,
+                plain_digest,
             };
             let _ = tx.send(Chunk::Summary(summary)).await;
         }
@@ -830,35 +851,6 @@ fn unpack_tar<R: Read>(
     Ok(((stats, implicit, diff), dec.into_inner()))
 }
 
-/// AES-256-CTR over a reader (ocicrypt's layer cipher; its HMAC is checked
-/// by the download side over the ciphertext).
-struct CtrReader<R> {
-    inner: R,
-    cipher: crate::ocicrypt::cipher::Aes256Ctr,
-}
-
-impl<R: Read> CtrReader<R> {
-    fn new(inner: R, k: &LayerKeys) -> Self {
-        use ctr::cipher::KeyIvInit;
-        CtrReader {
-            inner,
-            cipher: crate::ocicrypt::cipher::Aes256Ctr::new(
-                (&*k.private.symkey).into(),
-                (&k.private.nonce).into(),
-            ),
-        }
-    }
-}
-
-impl<R: Read> Read for CtrReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use ctr::cipher::StreamCipher;
-        let n = self.inner.read(buf)?;
-        self.cipher.apply_keystream(&mut buf[..n]);
-        Ok(n)
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn unpack_layer(
     rx: mpsc::Receiver<Chunk>,
@@ -880,23 +872,14 @@ fn unpack_layer(
         source,
     };
     let fs_dir = tmp.path().join(crate::store::LAYER_FS);
-    let result: Result<(Unpacked, Option<Digest>), Error> = (|| {
+    // Encrypted layers arrive decrypted (see `LayerJob::run`): the same
+    // decompress -> diff_id -> tar pass as plain ones.
+    let result: Result<Unpacked, Error> = (|| {
         std::fs::create_dir(&fs_dir)
             .map_err(|e| Error::io("creating layer directory", &fs_dir, e))?;
-        let Some(k) = keys else {
-            let (done, _) =
-                unpack_tar(&mut chan, compression, diff_id, &fs_dir, limits).map_err(unpack_err)?;
-            return Ok((done, None));
-        };
-        // ciphertext -> AES-CTR -> plain blob digest -> decompress -> diff_id -> tar
-        // (the HMAC over the ciphertext is computed on the download side).
-        let plain = HashingReader::new(CtrReader::new(&mut chan, k), k.private.digest.algorithm());
-        let (done, plain) =
-            unpack_tar(plain, compression, diff_id, &fs_dir, limits).map_err(unpack_err)?;
-        let (plain_digest, _, _) = plain
-            .finish_drained()
-            .map_err(|e| unpack_err(UnpackError::Archive(e)))?;
-        Ok((done, Some(plain_digest)))
+        let (done, _) =
+            unpack_tar(&mut chan, compression, diff_id, &fs_dir, limits).map_err(unpack_err)?;
+        Ok(done)
     })();
     // Whatever happened above, receive the rest of the blob and the sender's
     // summary: a digest or MAC mismatch is the most precise explanation of a
@@ -935,8 +918,8 @@ fn unpack_layer(
             digest: desc.digest.clone(),
         });
     }
-    let ((stats, implicit, got_diff), plain_digest) = result?;
-    if let (Some(k), Some(got)) = (keys, plain_digest) {
+    let (stats, implicit, got_diff) = result?;
+    if let (Some(k), Some(got)) = (keys, summary.plain_digest) {
         if got != k.private.digest {
             return Err(Error::DigestMismatch {
                 what: format!(

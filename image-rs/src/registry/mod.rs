@@ -86,6 +86,8 @@ pub struct BlobSummary {
     pub size: u64,
     /// For an encrypted layer: whether the HMAC over the ciphertext matched.
     pub mac_ok: Option<bool>,
+    /// For an encrypted layer: digest of the decrypted bytes sent.
+    pub plain_digest: Option<Digest>,
 }
 
 enum CachedAuth {
@@ -534,7 +536,9 @@ impl RegistryClient {
     }
 
     /// Streams a blob into `tx` in order, resuming with `Range` requests when
-    /// the connection drops (at most `max_resume_attempts` times). Sends
+    /// the connection drops (at most `max_resume_attempts` times).
+    /// `on_chunk` sees (and may transform, e.g. decrypt) every chunk, with the
+    /// running byte count, before it is sent. Sends
     /// [`Chunk::End`] after exactly `desc.size` bytes. The receiver verifies
     /// the digest over the whole stream. `progress` sees the running count.
     pub async fn stream_blob(
@@ -542,7 +546,7 @@ impl RegistryClient {
         r: &Reference,
         desc: &Descriptor,
         tx: mpsc::Sender<Chunk>,
-        mut progress: impl FnMut(&Bytes, u64),
+        mut on_chunk: impl FnMut(Bytes, u64) -> Bytes,
     ) -> Result<BlobStats, Error> {
         let path = format!("blobs/{}", desc.digest);
         let action = format!("downloading layer {} of", desc.digest);
@@ -604,7 +608,7 @@ impl RegistryClient {
                                     });
                                 }
                                 stats.bytes += c.len() as u64;
-                                progress(&c, offset);
+                                let c = on_chunk(c, offset);
                                 if tx.send(Chunk::Data(c)).await.is_err() {
                                     return Ok(stats); // consumer stopped: it reports why
                                 }
