@@ -660,6 +660,35 @@ async fn whiteouts_opaque_links_owners_xattrs_fifos_flat_and_overlay_match_umoci
     check_link_target("overlay", &root_ovl);
 }
 
+/// Pulls `r` flat and as an overlay mount into a fresh store of `s` and
+/// compares both with `expected`, reporting every difference under `why`.
+async fn assert_flat_and_overlay_match(
+    s: &Scratch,
+    r: &image_rs::Reference,
+    expected: &Tree,
+    why: &str,
+) {
+    let puller = Puller::new(anonymous(), s.store("store"));
+    let root_flat = s.path("rootfs-flat");
+    puller
+        .pull(r, &root_flat, &flat())
+        .await
+        .expect("flat pull");
+    let root_ovl = s.path("rootfs-overlay");
+    let _guard = MountGuard::new(&puller, &root_ovl);
+    puller
+        .pull(r, &root_ovl, &overlay())
+        .await
+        .expect("overlay pull");
+    let mut failures = Vec::new();
+    for (what, root) in [("flat", &root_flat), ("overlay", &root_ovl)] {
+        if let Err(d) = fstree::compare(expected, &fstree::snapshot(root)) {
+            failures.push(format!("{what}: {d}"));
+        }
+    }
+    assert!(failures.is_empty(), "{why}:\n{}", failures.join("\n"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn implicit_parent_dirs_keep_the_lower_layers_metadata() {
     // Layer 1 makes `data` (0750, 1000:1001, a user xattr); layer 2 adds `data/b`
@@ -692,30 +721,7 @@ async fn implicit_parent_dirs_keep_the_lower_layers_metadata() {
     );
 
     let r = reference(&format!("{}/implicit/app:v1", reg.addr()));
-    let store = s.store("store");
-    let puller = Puller::new(anonymous(), store.clone());
-    let root_flat = s.path("rootfs-flat");
-    puller
-        .pull(&r, &root_flat, &flat())
-        .await
-        .expect("flat pull");
-    let root_ovl = s.path("rootfs-overlay");
-    let _guard = MountGuard::new(&puller, &root_ovl);
-    puller
-        .pull(&r, &root_ovl, &overlay())
-        .await
-        .expect("overlay pull");
-    let mut failures = Vec::new();
-    for (what, root) in [("flat", &root_flat), ("overlay", &root_ovl)] {
-        if let Err(d) = fstree::compare(&expected, &fstree::snapshot(root)) {
-            failures.push(format!("{what}: {d}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "a directory implied by a later layer must not override its metadata from the layer that made it:\n{}",
-        failures.join("\n")
-    );
+    assert_flat_and_overlay_match(&s, &r, &expected, "a directory implied by a later layer must not override its metadata from the layer that made it").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -744,30 +750,13 @@ async fn directory_metadata_changed_by_a_later_layer() {
     assert!(owned.xattrs.is_empty(), "{:?}", owned.xattrs);
 
     let r = reference(&format!("{}/chown/app:v1", reg.addr()));
-    let store = s.store("store");
-    let puller = Puller::new(anonymous(), store.clone());
-    let root_flat = s.path("rootfs-flat");
-    puller
-        .pull(&r, &root_flat, &flat())
-        .await
-        .expect("flat pull");
-    let root_ovl = s.path("rootfs-overlay");
-    let _guard = MountGuard::new(&puller, &root_ovl);
-    puller
-        .pull(&r, &root_ovl, &overlay())
-        .await
-        .expect("overlay pull");
-    let mut failures = Vec::new();
-    for (what, root) in [("flat", &root_flat), ("overlay", &root_ovl)] {
-        if let Err(d) = fstree::compare(&expected, &fstree::snapshot(root)) {
-            failures.push(format!("{what}: {d}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "a later layer's directory entry must set all of its metadata:\n{}",
-        failures.join("\n")
-    );
+    assert_flat_and_overlay_match(
+        &s,
+        &r,
+        &expected,
+        "a later layer's directory entry must set all of its metadata",
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
