@@ -86,6 +86,19 @@ step "image-rs pull of the Docker schema 2 variant (a different manifest, the sa
 $IMAGE_RS pull "127.0.0.1:$PORT/demo/busybox:docker" --rootfs "$WORK/docker-rootfs" --layout flat --store "$STORE" --progress plain
 diff -r "$WORK/flat-rootfs" "$WORK/docker-rootfs" >/dev/null && echo "the Docker-format rootfs is identical to the OCI one"
 
+step "An encrypted image: image-rs copy encrypts the layers for an RSA key (as skopeo --encryption-key does)"
+openssl genrsa -out "$WORK/key.pem" 2048 2>/dev/null
+openssl rsa -in "$WORK/key.pem" -pubout -out "$WORK/key.pub.pem" 2>/dev/null
+$IMAGE_RS copy oci:"$WORK/layout:demo" "docker://127.0.0.1:$PORT/demo/busybox:encrypted" --encryption-key "jwe:$WORK/key.pub.pem"
+echo "without the private key the guest cannot use it (even with the same layers in its store):"
+if $IMAGE_RS pull "127.0.0.1:$PORT/demo/busybox:encrypted" --rootfs "$WORK/enc-denied" --store "$STORE" --progress none; then
+  echo "UNEXPECTED: pull succeeded"; exit 1
+fi
+echo "with it, the layers are decrypted inside the pull stream (digest, HMAC, plain digest, diff_id checked):"
+$IMAGE_RS pull "127.0.0.1:$PORT/demo/busybox:encrypted" --rootfs "$WORK/enc-rootfs" --layout flat --store "$STORE" \
+  --decryption-key "$WORK/key.pem" --progress plain
+diff -r "$WORK/flat-rootfs" "$WORK/enc-rootfs" >/dev/null && echo "the decrypted rootfs is identical to the plain one"
+
 step "A tampered reference is refused (wrong digest pinned)"
 BAD="127.0.0.1:$PORT/demo/busybox@sha256:$(printf '0%.0s' $(seq 64))"
 if $IMAGE_RS pull "$BAD" --rootfs "$WORK/bad" --store "$STORE" --progress none; then
