@@ -776,6 +776,23 @@ fn write_auth_file(dir: &Path, key: &str, user: &str, password: &str) -> PathBuf
     p
 }
 
+/// A flat pull of `r` into `root` with `creds`, through a fresh client.
+async fn pull_flat_as(
+    creds: Credentials,
+    store: &Store,
+    r: &image_rs::Reference,
+    root: PathBuf,
+) -> Result<image_rs::PullReport, image_rs::Error> {
+    let puller = Puller::new(
+        client(RegistryConfig {
+            credentials: creds,
+            ..RegistryConfig::default()
+        }),
+        store.clone(),
+    );
+    puller.pull(r, &root, &flat()).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_auth_with_htpasswd_registry() {
     let s = Scratch::new();
@@ -787,18 +804,7 @@ async fn basic_auth_with_htpasswd_registry() {
     let pushed = raw::push_raw(&reg, "auth/app", "v1", &image);
     let r = reference(&format!("{}/auth/app:v1", reg.addr()));
     let store = s.store("store");
-    let pull = |creds: Credentials, root: &str| {
-        let puller = Puller::new(
-            client(RegistryConfig {
-                credentials: creds,
-                ..RegistryConfig::default()
-            }),
-            store.clone(),
-        );
-        let root = s.path(root);
-        let r = r.clone();
-        async move { puller.pull(&r, &root, &flat()).await }
-    };
+    let pull = |creds: Credentials, root: &str| pull_flat_as(creds, &store, &r, s.path(root));
 
     let rep = pull(login("alice", "s3cret"), "rootfs-ok")
         .await
@@ -927,18 +933,7 @@ async fn token_auth_through_proxy() {
     );
     let r = reference(&format!("{}/team/app:v1", proxy.addr()));
     let store = s.store("store");
-    let pull = |creds: Credentials, root: &str| {
-        let puller = Puller::new(
-            client(RegistryConfig {
-                credentials: creds,
-                ..RegistryConfig::default()
-            }),
-            store.clone(),
-        );
-        let root = s.path(root);
-        let r = r.clone();
-        async move { puller.pull(&r, &root, &flat()).await }
-    };
+    let pull = |creds: Credentials, root: &str| pull_flat_as(creds, &store, &r, s.path(root));
 
     let rep = pull(login("dave", "t0ken-pw"), "rootfs-ok")
         .await
