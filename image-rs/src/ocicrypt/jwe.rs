@@ -515,6 +515,67 @@ fn decrypt_content(jwe: &Jwe, enc: &str, cek: &[u8]) -> Option<Zeroizing<Vec<u8>
     ok.ok().map(|_| buf)
 }
 
+/// Tries every key on every recipient of one parsed JWE; records what the
+/// recipients were and why unusable ones were skipped.
+fn open_jwe(
+    jwe: &Jwe,
+    keys: &[PrivateKey],
+    descriptions: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Option<Zeroizing<Vec<u8>>> {
+    for r in &jwe.recipients {
+        descriptions.push(r.describe());
+        if let Some(why) = &r.unusable {
+            notes.push(format!("{}: {why}", r.describe()));
+            continue;
+        }
+        for key in keys {
+            let Some(cek) = content_key(r, key) else {
+                continue;
+            };
+            if let Some(plain) = decrypt_content(jwe, &r.enc, &cek) {
+                return Some(plain);
+            }
+        }
+    }
+    None
+}
+
+/// Decrypts one JWE in JSON serialization (flattened or general) given as
+/// the JSON text itself, as a KBS returns a resource (`ECDH-ES+A256KW` or
+/// `RSA-OAEP-256` to the guest's ephemeral key, `A256GCM`).
+pub fn decrypt_json(json: &[u8], keys: &[PrivateKey]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
+    if json.len() > MAX_ANNOTATION_LEN * 16 {
+        return Err(UnwrapError::Malformed {
+            annotation: "JWE",
+            reason: "the JWE is implausibly large".into(),
+        });
+    }
+    let jwe = parse_jwe(json).map_err(|reason| UnwrapError::Malformed {
+        annotation: "JWE",
+        reason,
+    })?;
+    let mut descriptions = Vec::new();
+    let mut notes = Vec::new();
+    open_jwe(&jwe, keys, &mut descriptions, &mut notes).ok_or_else(|| UnwrapError::NoMatchingKey {
+        recipients: descriptions,
+        keys: keys.iter().map(PrivateKey::kind).collect(),
+        notes,
+    })
+}
+
+/// Encrypts `plaintext` to one recipient as a flattened JWE JSON text (all
+/// headers protected), as a KBS answers a resource request: RSA keys with
+/// `RSA-OAEP-256`, EC keys with `ECDH-ES+A256KW`; `A256GCM`.
+pub fn encrypt_json(plaintext: &[u8], recipient: &PublicKey) -> Result<String, WrapError> {
+    let alg = match recipient {
+        PublicKey::Rsa(_) => WrapAlg::RsaOaep256,
+        _ => WrapAlg::EcdhEsKw(ALG_ECDH_ES_A256KW, 32),
+    };
+    let json = wrap_json(plaintext, &[(recipient, alg)])?;
+    Ok(String::from_utf8(json).unwrap_or_default())
+}
+
 /// Unwraps the private options from an `...enc.keys.jwe` annotation value,
 /// trying every key on every recipient of every comma-separated wrapping.
 pub fn unwrap(annotation: &str, keys: &[PrivateKey]) -> Result<Zeroizing<Vec<u8>>, UnwrapError> {
@@ -551,20 +612,8 @@ pub fn unwrap(annotation: &str, keys: &[PrivateKey]) -> Result<Zeroizing<Vec<u8>
             }
         };
         parsed_any = true;
-        for r in &jwe.recipients {
-            descriptions.push(r.describe());
-            if let Some(why) = &r.unusable {
-                notes.push(format!("{}: {why}", r.describe()));
-                continue;
-            }
-            for key in keys {
-                let Some(cek) = content_key(r, key) else {
-                    continue;
-                };
-                if let Some(plain) = decrypt_content(&jwe, &r.enc, &cek) {
-                    return Ok(plain);
-                }
-            }
+        if let Some(plain) = open_jwe(&jwe, keys, &mut descriptions, &mut notes) {
+            return Ok(plain);
         }
     }
     if !parsed_any {
@@ -622,7 +671,6 @@ struct JweOut {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WrapAlg {
     RsaOaep,
-    #[cfg(test)]
     RsaOaep256,
     EcdhEsKw(&'static str, usize),
 }
@@ -644,7 +692,6 @@ where
 fn wrap_key(cek: &[u8], key: &PublicKey, alg: WrapAlg) -> Result<(HeaderOut, Vec<u8>), WrapError> {
     if let PublicKey::Rsa(k) = key {
         let (name, ek) = match alg {
-            #[cfg(test)]
             WrapAlg::RsaOaep256 => (
                 ALG_RSA_OAEP_256,
                 k.encrypt(&mut OsRng, Oaep::new::<Sha256>(), cek),
@@ -714,6 +761,11 @@ pub fn wrap(plaintext: &[u8], recipients: &[PublicKey]) -> Result<String, WrapEr
 }
 
 fn wrap_with(plaintext: &[u8], recipients: &[(&PublicKey, WrapAlg)]) -> Result<String, WrapError> {
+    Ok(STANDARD.encode(wrap_json(plaintext, recipients)?))
+}
+
+/// The JWE JSON serialization of `plaintext` for `recipients`.
+fn wrap_json(plaintext: &[u8], recipients: &[(&PublicKey, WrapAlg)]) -> Result<Vec<u8>, WrapError> {
     if recipients.is_empty() {
         return Err(WrapError::NoRecipients);
     }
@@ -765,7 +817,7 @@ fn wrap_with(plaintext: &[u8], recipients: &[(&PublicKey, WrapAlg)]) -> Result<S
         ciphertext: B64URL.encode(&buf),
         tag: B64URL.encode(tag),
     };
-    Ok(STANDARD.encode(serde_json::to_vec(&out).unwrap_or_default()))
+    Ok(serde_json::to_vec(&out).unwrap_or_default())
 }
 
 #[cfg(test)]

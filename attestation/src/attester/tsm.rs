@@ -1,0 +1,1 @@
+//! configfs-tsm reports. PLACEHOLDER being written.

@@ -1,0 +1,2 @@
+//! attestation-agent CLI. PLACEHOLDER being written.
+fn main() {}

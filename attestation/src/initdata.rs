@@ -1,0 +1,1 @@
+//! Initdata. PLACEHOLDER being written.

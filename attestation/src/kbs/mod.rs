@@ -1,0 +1,3 @@
+//! The KBS client (protocol 0.4.0).
+
+pub mod protocol;

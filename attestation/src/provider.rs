@@ -1,0 +1,1 @@
+//! image-rs's key provider over the KBS. PLACEHOLDER being written.
