@@ -50,6 +50,9 @@ pub enum AttesterError {
         /// What failed.
         reason: String,
     },
+    /// The report data is longer than the TEE's report field.
+    #[error("report data of {0} bytes does not fit the {REPORT_DATA_LEN}-byte report field")]
+    ReportDataTooLong(usize),
     /// The sample TEE was asked for but not allowed.
     #[error("the sample TEE was requested but is not allowed: it produces evidence that proves nothing; allow it explicitly for development (--tee sample or allow_sample = true)")]
     SampleNotAllowed,
@@ -130,17 +133,28 @@ pub trait Attester: Send + Sync + fmt::Debug {
     /// The TEE, as sent in the KBS `/auth` request.
     fn tee(&self) -> Tee;
 
-    /// Evidence binding `report_data`, as the JSON value the KBS expects in
-    /// `tee-evidence.primary_evidence`.
-    fn evidence(
-        &self,
-        report_data: &[u8; REPORT_DATA_LEN],
-    ) -> Result<serde_json::Value, AttesterError>;
+    /// Evidence binding `report_data` (the runtime-data digest, at most
+    /// [`REPORT_DATA_LEN`] bytes), as the JSON value the KBS expects in
+    /// `tee-evidence.primary_evidence`. Hardware attesters zero-pad it to the
+    /// 64-byte report field (the verifiers pad the expected value the same
+    /// way); the sample TEE carries it as given, as Trustee's sample verifier
+    /// compares it byte for byte.
+    fn evidence(&self, report_data: &[u8]) -> Result<serde_json::Value, AttesterError>;
 
     /// The launch-bound configuration field that initdata's digest must
     /// equal (SNP `HOST_DATA`, 32 bytes; TDX `MRCONFIGID`, 48 bytes), read
     /// from a fresh report. `None` when this TEE has no such field.
     fn launch_config(&self) -> Result<Option<Vec<u8>>, AttesterError>;
+}
+
+/// `report_data` zero-padded to the 64-byte report field.
+pub fn pad_report_data(report_data: &[u8]) -> Result<[u8; REPORT_DATA_LEN], AttesterError> {
+    if report_data.len() > REPORT_DATA_LEN {
+        return Err(AttesterError::ReportDataTooLong(report_data.len()));
+    }
+    let mut out = [0u8; REPORT_DATA_LEN];
+    out[..report_data.len()].copy_from_slice(report_data);
+    Ok(out)
 }
 
 /// Options for [`detect`].

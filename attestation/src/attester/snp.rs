@@ -1,6 +1,6 @@
 //! AMD SEV-SNP attester. PLACEHOLDER being written; see the issue.
 
-use super::{Attester, AttesterError, TeeDevices, REPORT_DATA_LEN};
+use super::{Attester, AttesterError, TeeDevices};
 use crate::tee::Tee;
 
 /// SEV-SNP evidence from `/dev/sev-guest`.
@@ -26,7 +26,7 @@ impl Attester for SnpAttester {
     fn tee(&self) -> Tee {
         Tee::Snp
     }
-    fn evidence(&self, _rd: &[u8; REPORT_DATA_LEN]) -> Result<serde_json::Value, AttesterError> {
+    fn evidence(&self, _rd: &[u8]) -> Result<serde_json::Value, AttesterError> {
         Err(AttesterError::Unavailable {
             tee: Tee::Snp,
             reason: "not built".into(),

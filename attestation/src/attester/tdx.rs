@@ -1,6 +1,6 @@
 //! Intel TDX attester. PLACEHOLDER being written; see the issue.
 
-use super::{Attester, AttesterError, TeeDevices, REPORT_DATA_LEN};
+use super::{Attester, AttesterError, TeeDevices};
 use crate::tee::Tee;
 
 /// TDX evidence (configfs-tsm).
@@ -26,7 +26,7 @@ impl Attester for TdxAttester {
     fn tee(&self) -> Tee {
         Tee::Tdx
     }
-    fn evidence(&self, _rd: &[u8; REPORT_DATA_LEN]) -> Result<serde_json::Value, AttesterError> {
+    fn evidence(&self, _rd: &[u8]) -> Result<serde_json::Value, AttesterError> {
         Err(AttesterError::Unavailable {
             tee: Tee::Tdx,
             reason: "not built".into(),
