@@ -31,6 +31,12 @@ pub enum Tee {
     Sample,
     /// The development device TEE.
     Sampledevice,
+    /// Hygon DCU (a device TEE).
+    Hygondcu,
+    /// NVIDIA GPU (a device TEE).
+    Nvidia,
+    /// NVIDIA DPU (a device TEE).
+    NvidiaDpu,
 }
 
 impl Tee {
@@ -48,6 +54,9 @@ impl Tee {
             Tee::Tpm => "tpm",
             Tee::Sample => "sample",
             Tee::Sampledevice => "sampledevice",
+            Tee::Hygondcu => "hygondcu",
+            Tee::Nvidia => "nvidia",
+            Tee::NvidiaDpu => "nvidia-dpu",
         }
     }
 }

@@ -20,6 +20,7 @@
 //! - [`proxy`]: an HTTP/1.1 proxy in front of a registry that logs requests, cuts
 //!   responses short on demand and can enforce bearer-token auth itself.
 //! - [`http`]: a minimal blocking HTTP/1.1 client for the v2 API.
+//! - [`kbs`]: a running development KBS (`dev-kbs`) with its own resource directory.
 //! - [`cmd`]: running external tools with self-explaining failures.
 
 #![warn(missing_docs)]
@@ -30,6 +31,7 @@ pub mod fsedit;
 pub mod fstree;
 pub mod http;
 pub mod images;
+pub mod kbs;
 pub mod layout;
 pub mod proxy;
 pub mod push;

@@ -53,6 +53,15 @@ pub enum AttesterError {
     /// The report data is longer than the TEE's report field.
     #[error("report data of {0} bytes does not fit the {REPORT_DATA_LEN}-byte report field")]
     ReportDataTooLong(usize),
+    /// configfs-tsm failed while producing a report (kept typed so callers
+    /// and tests can tell a racing writer from a missing driver).
+    #[error("getting {tee} evidence through configfs-tsm: {error}")]
+    Tsm {
+        /// The TEE.
+        tee: Tee,
+        /// What failed.
+        error: tsm::TsmError,
+    },
     /// The sample TEE was asked for but not allowed.
     #[error("the sample TEE was requested but is not allowed: it produces evidence that proves nothing; allow it explicitly for development (--tee sample or allow_sample = true)")]
     SampleNotAllowed,
@@ -112,6 +121,9 @@ pub struct TeeDevices {
     pub tdx_guest: PathBuf,
     /// The configfs-tsm report directory (`/sys/kernel/config/tsm/report`).
     pub tsm_report: PathBuf,
+    /// The CC event log ACPI table data (`/sys/firmware/acpi/tables/data/CCEL`),
+    /// sent with TDX evidence so the verifier can replay the RTMRs.
+    pub ccel: PathBuf,
 }
 
 impl Default for TeeDevices {
@@ -121,6 +133,7 @@ impl Default for TeeDevices {
             sev_guest_sysfs: PathBuf::from("/sys/devices/platform/sev-guest"),
             tdx_guest: PathBuf::from("/dev/tdx_guest"),
             tsm_report: PathBuf::from("/sys/kernel/config/tsm/report"),
+            ccel: PathBuf::from("/sys/firmware/acpi/tables/data/CCEL"),
         }
     }
 }
@@ -221,6 +234,7 @@ mod tests {
                 sev_guest_sysfs: dir.join("sysfs-sev-guest"),
                 tdx_guest: dir.join("tdx_guest"),
                 tsm_report: dir.join("tsm/report"),
+                ccel: dir.join("CCEL"),
             },
             sample_launch_config: None,
         }

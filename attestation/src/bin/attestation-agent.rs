@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use attestation::attester::{self, AttesterConfig, TeeChoice};
-use attestation::kbs::protocol::InitDataPayload;
+use attestation::initdata::{self, Binding, InitData};
 use attestation::kbs::{KbsClient, KbsConfig};
 use attestation::tee_key::TeeKeyAlgorithm;
 use clap::{Args, Parser, Subcommand};
@@ -111,12 +111,13 @@ fn client_from(args: &KbsArgs) -> Result<KbsClient> {
             Some(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
     }
     if let Some(path) = &args.initdata {
-        let body = std::fs::read_to_string(path)
-            .with_context(|| format!("reading initdata {}", path.display()))?;
-        config.initdata = Some(InitDataPayload {
-            format: "toml".into(),
-            body,
-        });
+        let initdata = InitData::from_file(path)?;
+        // Refuse to hand the KBS initdata this TEE was not launched with.
+        match initdata::check_binding(attester.as_ref(), &initdata)? {
+            Binding::Bound => tracing::info!("initdata is bound to the TEE's launch measurement"),
+            Binding::Unsupported => {}
+        }
+        config.initdata = Some(initdata.to_payload());
     }
     Ok(KbsClient::new(config, attester)?)
 }

@@ -10,6 +10,7 @@
 //! with exponential backoff. Policy denials and missing resources are not
 //! retried: another attempt would get the same answer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -99,6 +100,7 @@ pub struct KbsClient {
     http: reqwest::Client,
     attester: Arc<dyn Attester>,
     session: Mutex<Option<Session>>,
+    handshakes: AtomicU64,
 }
 
 /// A response body that was read in full (within [`MAX_BODY`]).
@@ -144,12 +146,19 @@ impl KbsClient {
             http,
             attester,
             session: Mutex::new(None),
+            handshakes: AtomicU64::new(0),
         })
     }
 
     /// The TEE this client attests with.
     pub fn attester(&self) -> &Arc<dyn Attester> {
         &self.attester
+    }
+
+    /// How many handshakes this client has started (for metrics, and to
+    /// show that sessions are reused).
+    pub fn handshakes(&self) -> u64 {
+        self.handshakes.load(Ordering::Relaxed)
     }
 
     /// Runs the RCAR handshake now (replacing any session) and returns the
@@ -224,6 +233,7 @@ impl KbsClient {
 
     /// auth -> evidence -> attest: a new session.
     async fn handshake(&self) -> Result<Session, KbsError> {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
         let tee = self.attester.tee();
         let auth_url = format!("{}{API_PREFIX}/auth", self.base);
         let request = Request {
