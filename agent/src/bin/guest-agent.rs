@@ -1,0 +1,119 @@
+//! `guest-agent`: Sealpod's in-guest agent. Serves the Kata agent protocol
+//! on `vsock://-1:1024` (or `--server-addr`), every request gated by the
+//! agent policy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agent::addr::ServerAddr;
+use agent::config::{AgentConfig, EnvVars, Overrides};
+use agent::logging::{self, LogLevel};
+use agent::policy::Policy;
+use agent::server::AgentServer;
+use agent::state::AgentState;
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Sealpod guest agent (Kata agent protocol over ttrpc).
+#[derive(Debug, Parser)]
+#[command(name = "guest-agent", version)]
+struct Cli {
+    /// Listen address: vsock://CID:PORT (-1 = any CID), unix:///PATH or unix://@NAME.
+    /// Overrides agent.server_addr, KATA_AGENT_SERVER_ADDR and the config file.
+    #[arg(long, value_name = "ADDR")]
+    server_addr: Option<ServerAddr>,
+    /// TOML configuration file (same keys as the agent.* kernel parameters).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Agent state directory [default: /run/sealpod].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The only directory CopyFile writes below [default: STATE_DIR/shared/containers].
+    #[arg(long, value_name = "DIR")]
+    shared_dir: Option<PathBuf>,
+    /// Initial agent policy (Rego, package agent_policy). Without one every request is allowed.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// trace, debug, info, warn or error (overrides agent.log).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+    /// Kernel command line to read agent.* parameters from.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/proc/cmdline",
+        hide = true
+    )]
+    cmdline_file: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // A guest without /proc mounted yet simply has no cmdline parameters.
+    let cmdline = std::fs::read_to_string(&cli.cmdline_file).ok();
+    let overrides = Overrides {
+        server_addr: cli.server_addr,
+        log_level: cli.log_level,
+        state_dir: cli.state_dir,
+        shared_dir: cli.shared_dir,
+        policy_file: cli.policy,
+        config_file: cli.config,
+    };
+    let config = AgentConfig::load(cmdline.as_deref(), &EnvVars::from_process(), &overrides)
+        .context("building the agent configuration")?;
+    logging::init(config.log_level);
+
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    tracing::info!(
+        version = agent::AGENT_VERSION,
+        server_addr = %config.server_addr,
+        state_dir = %config.state_dir.display(),
+        shared_dir = %config.shared_dir.display(),
+        config_file = ?config.config_file,
+        "starting guest-agent"
+    );
+    let policy = match &config.policy_file {
+        Some(path) => {
+            let p = Policy::from_file(path)
+                .with_context(|| format!("loading the agent policy {}", path.display()))?;
+            tracing::info!(path = %path.display(), "agent policy loaded");
+            p
+        }
+        None => {
+            tracing::info!("no agent policy configured: every request is allowed until SetPolicy");
+            Policy::allow_all()
+        }
+    };
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
+
+    let addr = config.server_addr.clone();
+    let state = Arc::new(AgentState::new(config, policy));
+    let mut server = AgentServer::bind(&addr, state)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    server.start().await.context("starting the ttrpc server")?;
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
