@@ -18,8 +18,10 @@
 //! | [`client`] | host side: connects (incl. hybrid vsock) and calls methods with JSON in/out |
 //! | [`config`] | agent configuration from defaults, TOML file, kernel cmdline, env and flags |
 //! | [`addr`] | `unix:///path`, `unix://@name`, `vsock://CID:PORT` addresses |
+//! | [`container`] | containers: guest image pull, bundle, libcontainer, processes, stdio, reaping |
 //! | [`copy_file`] | CopyFile: confined writes below the shared directory |
 //! | [`netlink`] | read-only rtnetlink dumps of links, addresses and routes |
+//! | [`guest_pull`] | guest image pull settings: store, registry credentials, KBS keys |
 //! | [`guest`] | facts about the guest the host asks for (memory block size, ...) |
 //! | [`clock`] | setting the guest's wall clock |
 //! | [`metrics`] | per-method counters and process figures in Prometheus text |
@@ -30,8 +32,10 @@ pub mod addr;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod container;
 pub mod copy_file;
 pub mod guest;
+pub mod guest_pull;
 pub mod logging;
 pub mod methods;
 pub mod metrics;

@@ -70,10 +70,15 @@ impl From<LogLevel> for LevelFilter {
 
 /// Installs the global subscriber writing to stderr. Calling it twice (e.g.
 /// from tests) keeps the first one.
+///
+/// Logs go to a close-on-exec duplicate of stderr, not to fd 2: libcontainer
+/// forks the container's init from this process and points its fd 2 at the
+/// container's stderr before it execs, so anything the child logs through
+/// the inherited subscriber would otherwise land in the container's output.
 pub fn init(level: LogLevel) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(LevelFilter::from(level))
-        .with_writer(std::io::stderr);
+        .with_writer(LogWriter::new());
     let result = if std::io::stderr().is_terminal() {
         builder.try_init()
     } else {
@@ -94,5 +99,42 @@ mod tests {
         assert_eq!("critical".parse(), Ok(LogLevel::Error));
         assert!("loud".parse::<LogLevel>().is_err());
         assert_eq!(LogLevel::Trace.to_string(), "trace");
+    }
+}
+
+/// Where log lines go: a private close-on-exec duplicate of the agent's
+/// stderr (fd 2 itself if it cannot be duplicated).
+#[derive(Debug, Clone)]
+struct LogWriter {
+    file: Option<std::sync::Arc<std::fs::File>>,
+}
+
+impl LogWriter {
+    fn new() -> Self {
+        let file = rustix::io::fcntl_dupfd_cloexec(std::io::stderr(), 3)
+            .ok()
+            .map(|fd| std::sync::Arc::new(std::fs::File::from(fd)));
+        LogWriter { file }
+    }
+}
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.file {
+            Some(f) => (&**f).write(buf),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
     }
 }

@@ -2,7 +2,12 @@
 //! counters and the domain services. Later slices add the sandbox and its
 //! containers here.
 
+use std::sync::Arc;
+
 use crate::config::AgentConfig;
+use crate::container::reaper::Reaper;
+use crate::container::runtime::LibcontainerRuntime;
+use crate::container::Containers;
 use crate::copy_file::SharedDir;
 use crate::guest::Sysfs;
 use crate::metrics::Metrics;
@@ -21,12 +26,29 @@ pub struct AgentState {
     pub shared_dir: SharedDir,
     /// Where guest facts are read from.
     pub sysfs: Sysfs,
+    /// The sandbox's containers.
+    pub containers: Arc<Containers>,
+    /// Exit statuses of the agent's children (run by the `guest-agent`
+    /// binary with [`Reaper::spawn`]).
+    pub reaper: Reaper,
 }
 
 impl AgentState {
     /// State for `config`, gated by `policy`.
     pub fn new(config: AgentConfig, policy: Policy) -> Self {
+        let reaper = Reaper::new();
+        let images = Arc::new(crate::guest_pull::image_service(&config));
+        let containers = Arc::new(Containers::new(
+            config.state_dir.join("containers"),
+            Arc::new(LibcontainerRuntime {
+                root: config.state_dir.join("runtime"),
+            }),
+            reaper.clone(),
+            images,
+        ));
         AgentState {
+            containers,
+            reaper,
             shared_dir: SharedDir::new(config.shared_dir.clone()),
             config,
             policy,

@@ -50,7 +50,7 @@ async fn agentctl_check_version_call() {
     let agent = TestAgent::with_policy(
         "package agent_policy\ndefault GuestDetailsRequest := true\ndefault GetMetricsRequest := true\n\
          default ListInterfacesRequest := false\ndefault SetPolicyRequest := true\n\
-         default StartContainerRequest := true",
+         default StartContainerRequest := true\ndefault StatsContainerRequest := true",
     )
     .await;
     let addr = agent.addr.to_string();
@@ -99,11 +99,23 @@ async fn agentctl_check_version_call() {
 
     let out = agentctl(args(
         &addr,
+        &["call", "StatsContainer", r#"{"container_id": "c1"}"#],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("StatsContainer is not implemented yet"));
+
+    let out = agentctl(args(
+        &addr,
         &["call", "StartContainer", r#"{"container_id": "c1"}"#],
     ))
     .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("StartContainer is not implemented yet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NOT_FOUND") || err.contains("no container \"c1\""),
+        "{err}"
+    );
 
     let out = agentctl(args(&addr, &["call", "NoSuchMethod"])).await;
     assert_eq!(out.status.code(), Some(1));

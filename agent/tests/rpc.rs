@@ -212,6 +212,21 @@ async fn unimplemented_methods_name_themselves() {
         "SetGuestDateTime",
         "CopyFile",
         "SetPolicy",
+        "CreateContainer",
+        "StartContainer",
+        "RemoveContainer",
+        "ExecProcess",
+        "SignalProcess",
+        "WaitProcess",
+        "PauseContainer",
+        "ResumeContainer",
+        "WriteStdin",
+        "ReadStdout",
+        "ReadStderr",
+        "CloseStdin",
+        "TtyWinResize",
+        "CreateSandbox",
+        "DestroySandbox",
     ]
     .into();
     let mut checked = 0;

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+#[path = "agentctl/containers.rs"]
+mod containers;
+
 use agent::addr::ServerAddr;
 use agent::client::{AgentClient, ConnectOptions};
 use anyhow::Context as _;
@@ -59,6 +62,57 @@ enum Command {
     SetPolicy {
         /// Policy file (package agent_policy).
         file: PathBuf,
+    },
+    /// Run IMAGE in a new container (pulled in the guest), stream its
+    /// output, wait, remove it, and exit with its status.
+    Run {
+        /// Container ID (default: a random one).
+        #[arg(long)]
+        id: Option<String>,
+        /// Give the process a terminal.
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Forward this program's stdin to the process.
+        #[arg(long, short = 'i')]
+        interactive: bool,
+        /// Environment variable K=V (repeatable).
+        #[arg(long = "env", short = 'e', value_name = "K=V")]
+        env: Vec<String>,
+        /// Keep the container after it exits.
+        #[arg(long)]
+        keep: bool,
+        /// The image reference (pulled by the guest).
+        image: String,
+        /// Command and arguments (default: the image's entrypoint and cmd).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run a command in a running container and exit with its status.
+    Exec {
+        /// Container ID.
+        id: String,
+        /// Give the process a terminal.
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Forward this program's stdin to the process.
+        #[arg(long, short = 'i')]
+        interactive: bool,
+        /// Command and arguments.
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// Send a signal to every process of a container.
+    Kill {
+        /// Container ID.
+        id: String,
+        /// Signal number (default 15, SIGTERM).
+        #[arg(default_value_t = 15)]
+        signal: u32,
+    },
+    /// Remove a container (killing what is left).
+    Rm {
+        /// Container ID.
+        id: String,
     },
     /// Any AgentService or Health method, JSON in and out (proto field names).
     Call {
@@ -115,12 +169,88 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             print_call(&client, "SetPolicy", json!({ "policy": policy })).await
         }
+        Command::Run {
+            id,
+            tty,
+            interactive,
+            env,
+            keep,
+            image,
+            args,
+        } => {
+            let streaming = AgentClient::connect(&ConnectOptions {
+                timeout: None,
+                ..opts.clone()
+            })
+            .await?;
+            let id = id.unwrap_or_else(random_id);
+            let code = containers::run(
+                &streaming,
+                &containers::RunOptions {
+                    id,
+                    image,
+                    args,
+                    env,
+                    tty,
+                    interactive,
+                    keep,
+                },
+            )
+            .await?;
+            std::process::exit(code);
+        }
+        Command::Exec {
+            id,
+            tty,
+            interactive,
+            args,
+        } => {
+            let streaming = AgentClient::connect(&ConnectOptions {
+                timeout: None,
+                ..opts.clone()
+            })
+            .await?;
+            let code =
+                containers::exec(&streaming, &id, &random_id(), args, tty, interactive).await?;
+            std::process::exit(code);
+        }
+        Command::Kill { id, signal } => {
+            client
+                .call_json(
+                    "SignalProcess",
+                    &json!({"container_id": id, "exec_id": "", "signal": signal}),
+                )
+                .await?;
+            Ok(())
+        }
+        Command::Rm { id } => {
+            client
+                .call_json(
+                    "RemoveContainer",
+                    &json!({"container_id": id, "timeout": 0}),
+                )
+                .await?;
+            Ok(())
+        }
         Command::Call { method, request } => {
             let req: Value = serde_json::from_str(&request)
                 .with_context(|| format!("the request is not JSON: {request}"))?;
             print_call(&client, &method, req).await
         }
     }
+}
+
+/// A random container or exec ID.
+fn random_id() -> String {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read as _;
+        let _ = f.read_exact(&mut b);
+    }
+    format!(
+        "ctl-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
 }
 
 async fn print_call(client: &AgentClient, method: &str, req: Value) -> anyhow::Result<()> {

@@ -96,6 +96,10 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
 
     let addr = config.server_addr.clone();
     let state = Arc::new(AgentState::new(config, policy));
+    state
+        .reaper
+        .spawn()
+        .context("installing the SIGCHLD reaper")?;
     let mut server = AgentServer::bind(&addr, state)
         .await
         .with_context(|| format!("listening on {addr}"))?;

@@ -1,0 +1,163 @@
+//! Guest image pull (`image_guest_pull` storages): image-rs pulls, verifies
+//! and (with keys from the KBS after attestation) decrypts the image inside
+//! the guest, into one store shared by every container of the VM, and
+//! mounts it as an overlay at the container's rootfs. Two containers pulling
+//! the same image at once share the download (the store locks per layer).
+
+use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use image_rs::ocicrypt::layer::DecryptionKeys;
+use image_rs::{Layout, PullOptions, Puller, Reference, RegistryClient, RegistryConfig, Store};
+use tracing::info;
+
+use super::spec::ImageDefaults;
+use super::ContainerError;
+
+/// The storage driver name of a guest pull.
+pub const DRIVER_IMAGE_GUEST_PULL: &str = "image_guest_pull";
+
+/// Pulls images for containers.
+#[derive(Debug)]
+pub struct ImageService {
+    /// The puller, or why the store or client could not be set up (then
+    /// every pull fails with that reason).
+    puller: Result<Puller, String>,
+    keys: Arc<DecryptionKeys>,
+    timeout: Duration,
+}
+
+/// A pulled image mounted at a rootfs.
+#[derive(Debug)]
+pub struct PulledImage {
+    /// The manifest digest.
+    pub manifest_digest: String,
+    /// What the image config says about the process.
+    pub defaults: ImageDefaults,
+    /// The image's `/etc/passwd` and `/etc/group` (for its `User`).
+    pub passwd: String,
+    /// `/etc/group`.
+    pub group: String,
+}
+
+impl ImageService {
+    /// A service over the store at `store_dir`, registry settings
+    /// `registry`, layer keys `keys`, each pull bounded by `timeout`.
+    pub fn new(
+        store_dir: &Path,
+        registry: RegistryConfig,
+        keys: Arc<DecryptionKeys>,
+        timeout: Duration,
+    ) -> Self {
+        let puller = Store::open(store_dir)
+            .map_err(|e| format!("the image store: {e}"))
+            .and_then(|store| {
+                RegistryClient::new(registry)
+                    .map(|client| Puller::new(Arc::new(client), store))
+                    .map_err(|e| format!("the registry client: {e}"))
+            });
+        if let Err(e) = &puller {
+            tracing::error!(error = %e, "guest image pull is unavailable");
+        }
+        ImageService {
+            puller,
+            keys,
+            timeout,
+        }
+    }
+
+    fn puller(&self) -> Result<&Puller, ContainerError> {
+        self.puller
+            .as_ref()
+            .map_err(|e| ContainerError::Pull(e.clone()))
+    }
+
+    /// The store directory.
+    pub fn store_dir(&self) -> Option<PathBuf> {
+        self.puller
+            .as_ref()
+            .ok()
+            .map(|p| p.store().root().to_path_buf())
+    }
+
+    /// Pulls `image` and mounts it at `rootfs` (overlay on the shared store).
+    pub async fn pull(&self, image: &str, rootfs: &Path) -> Result<PulledImage, ContainerError> {
+        let reference: Reference = image.parse().map_err(|e: image_rs::Error| {
+            ContainerError::InvalidArgument(format!("image {image:?}: {e}"))
+        })?;
+        let opts = PullOptions {
+            layout: Layout::Overlay,
+            decryption: Arc::clone(&self.keys),
+            ..PullOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let puller = self.puller()?;
+        let report = tokio::time::timeout(self.timeout, puller.pull(&reference, rootfs, &opts))
+            .await
+            .map_err(|_| {
+                ContainerError::Pull(format!(
+                    "{image}: not done after {:?} (agent.image_pull_timeout)",
+                    self.timeout
+                ))
+            })?
+            .map_err(|e| ContainerError::Pull(e.to_string()))?;
+        info!(
+            image,
+            digest = %report.manifest_digest,
+            blobs = report.blobs_fetched,
+            ms = started.elapsed().as_millis() as u64,
+            "image pulled in the guest"
+        );
+        let config = puller
+            .store()
+            .read_blob(&report.config_digest)
+            .ok_or_else(|| {
+                ContainerError::Pull(format!("{image}: the image config is not in the store"))
+            })?;
+        let defaults = ImageDefaults::from_image_config(&config).map_err(ContainerError::Pull)?;
+        let read = |p: &str| read_in_root(rootfs, p).unwrap_or_default();
+        Ok(PulledImage {
+            manifest_digest: report.manifest_digest.to_string(),
+            defaults,
+            passwd: read("etc/passwd"),
+            group: read("etc/group"),
+        })
+    }
+
+    /// Unmounts a rootfs made by [`ImageService::pull`] (the layers stay in
+    /// the store for the next container).
+    pub fn unmount(&self, rootfs: &Path) -> Result<(), ContainerError> {
+        self.puller()?
+            .unmount(rootfs)
+            .map_err(|e| ContainerError::Pull(format!("unmounting {}: {e}", rootfs.display())))
+    }
+}
+
+/// Largest `/etc/passwd` or `/etc/group` read from an image.
+const MAX_ACCOUNT_FILE: u64 = 1024 * 1024;
+
+/// Reads `path` inside `root` without following anything out of it (the
+/// image is untrusted: `/etc/passwd` may be a symlink to the guest's files).
+fn read_in_root(root: &Path, path: &str) -> std::io::Result<String> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::io::Read as _;
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let mut s = String::new();
+    std::fs::File::from(fd)
+        .take(MAX_ACCOUNT_FILE)
+        .read_to_string(&mut s)?;
+    Ok(s)
+}
