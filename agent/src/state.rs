@@ -36,8 +36,18 @@ pub struct AgentState {
 impl AgentState {
     /// State for `config`, gated by `policy`.
     pub fn new(config: AgentConfig, policy: Policy) -> Self {
+        Self::with_kbs(config, policy, None)
+    }
+
+    /// State whose guest pulls get layer keys from `kbs` (see
+    /// [`crate::guest_pull::attestation`]).
+    pub fn with_kbs(
+        config: AgentConfig,
+        policy: Policy,
+        kbs: Option<Arc<attestation::kbs::KbsClient>>,
+    ) -> Self {
         let reaper = Reaper::new();
-        let images = Arc::new(crate::guest_pull::image_service(&config));
+        let images = Arc::new(crate::guest_pull::image_service(&config, kbs));
         let containers = Arc::new(Containers::new(
             config.state_dir.join("containers"),
             Arc::new(LibcontainerRuntime {

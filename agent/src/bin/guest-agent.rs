@@ -12,6 +12,7 @@ use agent::policy::Policy;
 use agent::server::AgentServer;
 use agent::state::AgentState;
 use anyhow::Context as _;
+use attestation::initdata::{self, InitData};
 use clap::Parser;
 
 /// Sealpod guest agent (Kata agent protocol over ttrpc).
@@ -34,6 +35,10 @@ struct Cli {
     /// Initial agent policy (Rego, package agent_policy). Without one every request is allowed.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Initdata TOML (measured pod configuration: policy.rego, aa.toml, ...).
+    /// As the VM's init, the agent also looks for an initdata block device.
+    #[arg(long, value_name = "FILE")]
+    initdata: Option<PathBuf>,
     /// trace, debug, info, warn or error (overrides agent.log).
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<LogLevel>,
@@ -67,10 +72,24 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
-        .block_on(run(config))
+        .block_on(run(config, cli.initdata))
 }
 
-async fn run(config: AgentConfig) -> anyhow::Result<()> {
+/// Initdata from `--initdata`, or (as the VM's init) from a block device
+/// whose first bytes are the initdata magic.
+fn load_initdata(file: Option<PathBuf>) -> anyhow::Result<Option<InitData>> {
+    if let Some(f) = file {
+        return Ok(Some(InitData::from_file(&f)?));
+    }
+    if agent::guest::is_init_process() {
+        if let Some(dev) = initdata::find_device(std::path::Path::new("/dev"))? {
+            return Ok(Some(InitData::from_device(&dev)?));
+        }
+    }
+    Ok(None)
+}
+
+async fn run(config: AgentConfig, initdata_file: Option<PathBuf>) -> anyhow::Result<()> {
     tracing::info!(
         version = agent::AGENT_VERSION,
         server_addr = %config.server_addr,
@@ -79,14 +98,28 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         config_file = ?config.config_file,
         "starting guest-agent"
     );
-    let policy = match &config.policy_file {
-        Some(path) => {
+    let initdata = load_initdata(initdata_file).context("reading initdata")?;
+    if let Some(d) = &initdata {
+        tracing::info!(origin = d.origin(), digest = %hex::encode(d.digest()), "initdata loaded");
+    }
+    // Refuses to start when initdata does not match the TEE's launch field.
+    let kbs = agent::guest_pull::attestation(&config, initdata.as_ref())
+        .context("initdata and attestation")?;
+    let initdata_policy = initdata.as_ref().and_then(|d| d.policy_rego());
+    let policy = match (initdata_policy, &config.policy_file) {
+        (Some(rego), _) => {
+            let p = Policy::from_rego("initdata policy.rego", rego)
+                .context("loading the agent policy from initdata")?;
+            tracing::info!("agent policy loaded from initdata (measured)");
+            p
+        }
+        (None, Some(path)) => {
             let p = Policy::from_file(path)
                 .with_context(|| format!("loading the agent policy {}", path.display()))?;
             tracing::info!(path = %path.display(), "agent policy loaded");
             p
         }
-        None => {
+        (None, None) => {
             tracing::info!("no agent policy configured: every request is allowed until SetPolicy");
             Policy::allow_all()
         }
@@ -95,7 +128,7 @@ async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
 
     let addr = config.server_addr.clone();
-    let state = Arc::new(AgentState::new(config, policy));
+    let state = Arc::new(AgentState::with_kbs(config, policy, kbs));
     state
         .reaper
         .spawn()
