@@ -227,6 +227,7 @@ async fn unimplemented_methods_name_themselves() {
         "TtyWinResize",
         "CreateSandbox",
         "DestroySandbox",
+        "StatsContainer",
     ]
     .into();
     let mut checked = 0;

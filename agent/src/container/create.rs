@@ -152,6 +152,7 @@ impl Containers {
             init: Arc::new(Process { pid, io, exit }),
             execs: Mutex::new(HashMap::new()),
             status: Mutex::new(Status::Created),
+            removal: tokio::sync::Mutex::new(()),
         });
         self.table
             .lock()

@@ -131,7 +131,10 @@ impl ImageService {
     pub fn unmount(&self, rootfs: &Path) -> Result<(), ContainerError> {
         self.puller()?
             .unmount(rootfs)
-            .map_err(|e| ContainerError::Pull(format!("unmounting {}: {e}", rootfs.display())))
+            .map_err(|e| ContainerError::Io {
+                what: format!("unmounting {}", rootfs.display()),
+                source: std::io::Error::other(e.to_string()),
+            })
     }
 }
 

@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod signal;
 pub mod spec;
 pub mod start;
+pub mod stats;
 pub mod stdio;
 pub mod wait;
 
@@ -107,6 +108,9 @@ pub struct Container {
     pub execs: Mutex<HashMap<String, Arc<Process>>>,
     /// Where it is in its life.
     pub status: Mutex<Status>,
+    /// Held while the container is being removed, so concurrent removals
+    /// run one after the other (the second finds it gone).
+    pub removal: tokio::sync::Mutex<()>,
 }
 
 impl Container {

@@ -17,6 +17,14 @@ impl Containers {
     /// to exit (0 = the default).
     pub async fn remove(&self, cid: &str, timeout: Duration) -> Result<(), ContainerError> {
         let c = self.get(cid)?;
+        let _removal = c.removal.lock().await;
+        // Removed by a concurrent request while we waited.
+        if !self
+            .get(cid)
+            .is_ok_and(|now| std::sync::Arc::ptr_eq(&now, &c))
+        {
+            return Err(ContainerError::NotFound(format!("no container {cid:?}")));
+        }
         let wait = if timeout.is_zero() {
             DEFAULT_KILL_WAIT
         } else {

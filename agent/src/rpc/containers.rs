@@ -9,8 +9,8 @@ use super::status;
 use crate::container::ContainerError;
 use crate::methods::proto::agent::{
     CreateContainerRequest, ExecProcessRequest, PauseContainerRequest, RemoveContainerRequest,
-    ResumeContainerRequest, SignalProcessRequest, StartContainerRequest, WaitProcessRequest,
-    WaitProcessResponse,
+    ResumeContainerRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
+    StatsContainerResponse, WaitProcessRequest, WaitProcessResponse,
 };
 use crate::methods::proto::empty::Empty;
 use crate::state::AgentState;
@@ -18,7 +18,6 @@ use crate::state::AgentState;
 super::not_implemented_yet! {
     UpdateContainer update_container;
     UpdateEphemeralMounts update_ephemeral_mounts;
-    StatsContainer stats_container;
     RemoveStaleVirtiofsShareMounts remove_stale_virtiofs_share_mounts;
     GetDiagnosticData get_diagnostic_data;
     GetOOMEvent get_oom_event;
@@ -145,4 +144,53 @@ pub(crate) async fn resume_container(
         .await
         .map_err(to_status)?;
     Ok(Empty::new())
+}
+
+/// StatsContainer: cgroup figures of the container.
+pub(crate) async fn stats_container(
+    state: &AgentState,
+    req: StatsContainerRequest,
+) -> ttrpc::Result<StatsContainerResponse> {
+    use crate::methods::proto::agent::{
+        CgroupStats, CpuStats, CpuUsage, MemoryData, MemoryStats, PidsStats, ThrottlingData,
+    };
+    let s = state
+        .containers
+        .stats(&req.container_id)
+        .map_err(to_status)?;
+    let mut cpu_usage = CpuUsage::new();
+    cpu_usage.total_usage = s.cpu_total_ns;
+    cpu_usage.percpu_usage = s.cpu_percpu_ns;
+    cpu_usage.usage_in_kernelmode = s.cpu_kernel_ns;
+    cpu_usage.usage_in_usermode = s.cpu_user_ns;
+    let mut throttling = ThrottlingData::new();
+    throttling.periods = s.throttle_periods;
+    throttling.throttled_periods = s.throttled_periods;
+    throttling.throttled_time = s.throttled_ns;
+    let mut cpu = CpuStats::new();
+    cpu.cpu_usage = Some(cpu_usage).into();
+    cpu.throttling_data = Some(throttling).into();
+    let mut usage = MemoryData::new();
+    usage.usage = s.memory_usage;
+    usage.max_usage = s.memory_max_usage;
+    usage.failcnt = s.memory_failcnt;
+    usage.limit = s.memory_limit;
+    let mut swap = MemoryData::new();
+    swap.usage = s.swap_usage;
+    let mut memory = MemoryStats::new();
+    memory.cache = s.memory_cache;
+    memory.usage = Some(usage).into();
+    memory.swap_usage = Some(swap).into();
+    memory.use_hierarchy = true;
+    memory.stats = s.memory_stat;
+    let mut pids = PidsStats::new();
+    pids.current = s.pids_current;
+    pids.limit = s.pids_limit;
+    let mut cg = CgroupStats::new();
+    cg.cpu_stats = Some(cpu).into();
+    cg.memory_stats = Some(memory).into();
+    cg.pids_stats = Some(pids).into();
+    let mut resp = StatsContainerResponse::new();
+    resp.cgroup_stats = Some(cg).into();
+    Ok(resp)
 }
