@@ -104,6 +104,12 @@ macro_rules! policy_input_fn {
     };
 }
 
+/// Methods whose denial still runs the handler and answers empty data:
+/// ReadStdout/ReadStderr, as Kata does.
+fn drains_when_denied(method: &str) -> bool {
+    matches!(method, "ReadStdout" | "ReadStderr")
+}
+
 /// `grpc.AgentService`.
 #[derive(Debug, Clone)]
 pub struct AgentService {
@@ -130,12 +136,25 @@ macro_rules! impl_service {
                     _ctx: &TtrpcContext,
                     req: proto::$rm::$req,
                 ) -> ttrpc::Result<proto::$om::$resp> {
-                    self.gate.check(
+                    let gate = self.gate.check(
                         stringify!($method),
                         stringify!($req),
                         $if_undefined,
                         || policy_input_fn!($($input)?)(&req),
-                    )?;
+                    );
+                    if let Err(e) = gate {
+                        if drains_when_denied(stringify!($method)) {
+                            // Kata's rule (kata-containers#10680): a denied
+                            // read still consumes the output, so a process
+                            // blocked on a full pipe is not stuck forever,
+                            // and answers "no data" rather than an error
+                            // the runtime would retry in a loop.
+                            let _: ttrpc::Result<proto::$om::$resp> =
+                                $group::$fn(&self.state, req).await;
+                            return Ok(Default::default());
+                        }
+                        return Err(e);
+                    }
                     $group::$fn(&self.state, req).await
                 }
             )*
