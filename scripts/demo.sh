@@ -167,7 +167,7 @@ echo "initdata (policy + KBS URL) matched the launch measurement; the agent is s
 "${CTL[@]}" version
 t=$(now)
 echo "a container from the plain image, pulled inside the guest:"
-"${CTL[@]}" run "127.0.0.1:$PORT/demo/busybox:oci" -- /bin/sh -c 'cat /etc/motd; echo "running as PID $$ in its own PID namespace"'
+"${CTL[@]}" run "127.0.0.1:$PORT/demo/busybox:gzip" -- /bin/sh -c 'cat /etc/motd; echo "running as PID $$ in its own PID namespace"'
 echo "($(ms "$t") ms: pull + create + start + run + remove)"
 $IMAGE_RS copy oci:"$WORK/layout:demo" "docker://127.0.0.1:$PORT/demo/busybox:kbs" \
   --encryption-key "provider:kbs:///default/key/1=$WORK/kbs/default/key/1" >/dev/null

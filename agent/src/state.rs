@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::AgentConfig;
 use crate::container::reaper::Reaper;
-use crate::container::runtime::LibcontainerRuntime;
+use crate::container::runtime::HelperRuntime;
 use crate::container::Containers;
 use crate::copy_file::SharedDir;
 use crate::guest::Sysfs;
@@ -50,7 +50,8 @@ impl AgentState {
         let images = Arc::new(crate::guest_pull::image_service(&config, kbs));
         let containers = Arc::new(Containers::new(
             config.state_dir.join("containers"),
-            Arc::new(LibcontainerRuntime {
+            Arc::new(HelperRuntime {
+                exe: std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
                 root: config.state_dir.join("runtime"),
             }),
             reaper.clone(),

@@ -53,6 +53,10 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(agent::container::runtime::HELPER_ARG) {
+        runtime_helper(&args[2..]);
+    }
     let cli = Cli::parse();
     // A guest without /proc mounted yet simply has no cmdline parameters.
     let cmdline = std::fs::read_to_string(&cli.cmdline_file).ok();
@@ -73,6 +77,23 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?
         .block_on(run(config, cli.initdata))
+}
+
+/// The agent re-executed as a single-threaded runtime helper (see
+/// `agent::container::runtime`): one libcontainer operation, its result on
+/// stdout, its error on stderr.
+fn runtime_helper(args: &[String]) -> ! {
+    logging::init(LogLevel::Warn);
+    match agent::container::runtime::helper_main(args) {
+        Ok(out) => {
+            println!("{out}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 /// Initdata from `--initdata`, or (as the VM's init) from a block device

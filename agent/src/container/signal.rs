@@ -24,6 +24,15 @@ impl Containers {
             if c.status() == Status::Stopped {
                 return Ok(());
             }
+            // The init is PID 1 of its namespace: the kernel drops signals
+            // it has no handler for, so a SIGTERM to an init that does not
+            // catch it would never stop the container. Kata sends SIGKILL
+            // then; so do we.
+            let signal = if signal == libc::SIGTERM && !catches(c.init.pid, libc::SIGTERM) {
+                libc::SIGKILL
+            } else {
+                signal
+            };
             let runtime = Arc::clone(&self.runtime);
             let id = cid.to_string();
             return blocking(move || Ok(runtime.kill_all(&id, signal)?)).await;
@@ -46,4 +55,17 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+/// Whether process `pid` has a handler for `signal` (`SigCgt` in
+/// `/proc/<pid>/status`). Unknown = true (send the signal as asked).
+fn catches(pid: i32, signal: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_none_or(|mask| mask & (1u64 << (signal - 1)) != 0)
 }
