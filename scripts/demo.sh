@@ -32,7 +32,8 @@ cleanup() {
   for p in "${KBS_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   for m in "$WORK/overlay-rootfs"; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
   if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
+  for _ in 1 2 3 4 5; do rm -rf "$WORK" 2>/dev/null && break; sleep 0.2; done
+  if [ -e "$WORK" ]; then echo "warning: could not remove $WORK" >&2; fi
 }
 trap cleanup EXIT
 
