@@ -10,13 +10,9 @@ use tracing::{info, warn};
 
 use super::image::DRIVER_IMAGE_GUEST_PULL;
 use super::spec::{self, apply_image_defaults, fill_runtime_defaults, resolve_user};
-use super::stdio::{ConsoleSocket, ProcessIo};
-use super::{blocking, id, Container, ContainerError, Containers, Process, Status};
+use super::{id, launch_with_stdio, Container, ContainerError, Containers, Process, Status};
 use crate::protocols::agent::Storage;
 use crate::protocols::oci;
-
-/// How long the runtime may take to hand over a terminal.
-const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Releases an ID reservation when creation ends, whatever happened.
 struct Reservation<'a> {
@@ -114,37 +110,12 @@ impl Containers {
         std::fs::write(bundle.join("config.json"), json)
             .map_err(ContainerError::io("writing config.json"))?;
 
-        let (io, pid) = if terminal {
-            let sock_path = bundle.join("console.sock");
-            let sock = ConsoleSocket::bind(&sock_path)
-                .map_err(ContainerError::io("binding the console socket"))?;
-            let receiver = std::thread::spawn(move || sock.accept(CONSOLE_TIMEOUT));
-            let runtime = Arc::clone(&self.runtime);
-            let (b, c) = (bundle.clone(), cid.to_string());
-            let stdio = super::runtime::StdioFds {
-                console_socket: Some(sock_path),
-                ..Default::default()
-            };
-            let pid = blocking(move || Ok(runtime.create(&c, &b, stdio)?)).await?;
-            let master = receiver
-                .join()
-                .map_err(|_| ContainerError::Io {
-                    what: "receiving the terminal".into(),
-                    source: std::io::Error::other("console thread panicked"),
-                })?
-                .map_err(ContainerError::io("receiving the terminal"))?;
-            (
-                ProcessIo::tty(master).map_err(ContainerError::io("setting up the terminal"))?,
-                pid,
-            )
-        } else {
-            let (io, fds) =
-                ProcessIo::pipes(true).map_err(ContainerError::io("creating stdio pipes"))?;
-            let runtime = Arc::clone(&self.runtime);
-            let (b, c) = (bundle.clone(), cid.to_string());
-            let pid = blocking(move || Ok(runtime.create(&c, &b, fds)?)).await?;
-            (io, pid)
-        };
+        let runtime = Arc::clone(&self.runtime);
+        let (b, c) = (bundle.clone(), cid.to_string());
+        let (io, pid) = launch_with_stdio(terminal, bundle.join("console.sock"), move |stdio| {
+            Ok(runtime.create(&c, &b, stdio)?)
+        })
+        .await?;
         let exit = self.reaper.register(pid);
         let container = Arc::new(Container {
             id: cid.to_string(),

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::runtime::{ExecSpec, StdioFds};
-use super::stdio::{ConsoleSocket, ProcessIo};
-use super::{blocking, id, ContainerError, Containers, Process, Status};
+use super::runtime::ExecSpec;
+use super::{id, launch_with_stdio, ContainerError, Containers, Process, Status};
 use crate::protocols::oci;
 
 impl Containers {
@@ -50,37 +49,11 @@ impl Containers {
         };
         let runtime = Arc::clone(&self.runtime);
         let id = cid.to_string();
-        let (io, pid) = if process.Terminal {
-            let sock_path = c.bundle.join(format!("exec-{exec_id}.sock"));
-            let _ = std::fs::remove_file(&sock_path);
-            let sock = ConsoleSocket::bind(&sock_path)
-                .map_err(ContainerError::io("binding the console socket"))?;
-            let receiver =
-                std::thread::spawn(move || sock.accept(std::time::Duration::from_secs(30)));
-            let stdio = StdioFds {
-                console_socket: Some(sock_path.clone()),
-                ..Default::default()
-            };
-            let pid = blocking(move || Ok(runtime.exec(&id, &spec, stdio)?)).await;
-            let _ = std::fs::remove_file(&sock_path);
-            let pid = pid?;
-            let master = receiver
-                .join()
-                .map_err(|_| ContainerError::Io {
-                    what: "receiving the terminal".into(),
-                    source: std::io::Error::other("console thread panicked"),
-                })?
-                .map_err(ContainerError::io("receiving the terminal"))?;
-            (
-                ProcessIo::tty(master).map_err(ContainerError::io("setting up the terminal"))?,
-                pid,
-            )
-        } else {
-            let (io, fds) =
-                ProcessIo::pipes(true).map_err(ContainerError::io("creating stdio pipes"))?;
-            let pid = blocking(move || Ok(runtime.exec(&id, &spec, fds)?)).await?;
-            (io, pid)
-        };
+        let sock = c.bundle.join(format!("exec-{exec_id}.sock"));
+        let (io, pid) = launch_with_stdio(process.Terminal, sock, move |stdio| {
+            Ok(runtime.exec(&id, &spec, stdio)?)
+        })
+        .await?;
         let exit = self.reaper.register(pid);
         c.execs
             .lock()

@@ -206,6 +206,45 @@ impl Containers {
     }
 }
 
+/// How long the runtime may take to hand over a terminal.
+const CONSOLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Starts a process through `launch`, which gets the runtime's side of its
+/// streams: a PTY (received on `console_socket`) when `terminal`, else
+/// pipes. Returns the agent's side and the PID.
+async fn launch_with_stdio(
+    terminal: bool,
+    console_socket: PathBuf,
+    launch: impl FnOnce(runtime::StdioFds) -> Result<i32, ContainerError> + Send + 'static,
+) -> Result<(ProcessIo, i32), ContainerError> {
+    if !terminal {
+        let (io, fds) =
+            ProcessIo::pipes(true).map_err(ContainerError::io("creating stdio pipes"))?;
+        let pid = blocking(move || launch(fds)).await?;
+        return Ok((io, pid));
+    }
+    let _ = std::fs::remove_file(&console_socket);
+    let sock = stdio::ConsoleSocket::bind(&console_socket)
+        .map_err(ContainerError::io("binding the console socket"))?;
+    let receiver = std::thread::spawn(move || sock.accept(CONSOLE_TIMEOUT));
+    let fds = runtime::StdioFds {
+        console_socket: Some(console_socket.clone()),
+        ..Default::default()
+    };
+    let pid = blocking(move || launch(fds)).await;
+    let _ = std::fs::remove_file(&console_socket);
+    let pid = pid?;
+    let master = receiver
+        .join()
+        .map_err(|_| ContainerError::Io {
+            what: "receiving the terminal".into(),
+            source: std::io::Error::other("console thread panicked"),
+        })?
+        .map_err(ContainerError::io("receiving the terminal"))?;
+    let io = ProcessIo::tty(master).map_err(ContainerError::io("setting up the terminal"))?;
+    Ok((io, pid))
+}
+
 /// Runs blocking runtime work off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ContainerError> + Send + 'static,
