@@ -50,7 +50,7 @@ async fn agentctl_check_version_call() {
     let agent = TestAgent::with_policy(
         "package agent_policy\ndefault GuestDetailsRequest := true\ndefault GetMetricsRequest := true\n\
          default ListInterfacesRequest := false\ndefault SetPolicyRequest := true\n\
-         default StartContainerRequest := true\ndefault GetOOMEventRequest := true",
+         default StartContainerRequest := true\ndefault UpdateContainerRequest := true",
     )
     .await;
     let addr = agent.addr.to_string();
@@ -99,7 +99,7 @@ async fn agentctl_check_version_call() {
 
     let out = agentctl(args(&addr, &["call", "GetOOMEvent", r#"{}"#])).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("GetOOMEvent is not implemented yet"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UpdateContainer is not implemented yet"));
 
     let out = agentctl(args(
         &addr,

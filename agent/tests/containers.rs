@@ -649,3 +649,80 @@ async fn pause_and_resume() {
     .await;
     agent.assert_gone(&id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_stats_and_oom_event() {
+    let (image, agent) = setup().await;
+    let c = agent.client().await;
+    let s = agent.streaming_client().await;
+    let id = unique_id("oom");
+    let mut req = create_request(
+        &id,
+        &image.reference,
+        // Grows a shell variable until the 32 MiB limit kills the process.
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo started; x=a; while true; do x=$x$x; done",
+        ],
+        false,
+    );
+    req["OCI"]["Linux"] = json!({"Resources": {"Memory": {"Limit": 32 * 1024 * 1024}}});
+    call(&c, "CreateContainer", req).await;
+    let stats = call(&c, "StatsContainer", json!({"container_id": id})).await;
+    assert_eq!(
+        stats["cgroup_stats"]["memory_stats"]["usage"]["limit"],
+        32 * 1024 * 1024,
+        "{stats}"
+    );
+    let oom = tokio::spawn({
+        let s = agent.streaming_client().await;
+        async move { s.call_json("GetOOMEvent", &json!({})).await }
+    });
+    call(&c, "StartContainer", json!({"container_id": id})).await;
+    assert_eq!(
+        text(&read_to_eof(&s, "ReadStdout", &id, "").await),
+        "started\n"
+    );
+    assert_eq!(
+        wait_status(&s, &id, "").await,
+        128 + 9,
+        "killed by the OOM killer"
+    );
+    let ev = bounded("GetOOMEvent", oom).await.unwrap().unwrap();
+    assert_eq!(ev["container_id"], id.as_str());
+    call(&c, "RemoveContainer", json!({"container_id": id})).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_read_drains_and_answers_empty() {
+    let image = TestImage::busybox().await;
+    let agent = AgentProcess::with_policy(
+        "package agent_policy\n\
+         default CreateContainerRequest := true\ndefault StartContainerRequest := true\n\
+         default WaitProcessRequest := true\ndefault RemoveContainerRequest := true\n\
+         default ReadStreamRequest := false\n",
+    )
+    .await;
+    let c = agent.client().await;
+    let s = agent.streaming_client().await;
+    let id = unique_id("deniedread");
+    run_container(
+        &c,
+        &id,
+        &image.reference,
+        &["/bin/busybox", "echo", "secret-output"],
+    )
+    .await;
+    // Kata's rule: no error, no data (the output is consumed, not returned).
+    let got = call(
+        &s,
+        "ReadStdout",
+        json!({"container_id": id, "exec_id": "", "len": 1024}),
+    )
+    .await;
+    assert!(bytes_of(&got["data"]).is_empty(), "{got}");
+    assert_eq!(wait_status(&s, &id, "").await, 0);
+    call(&c, "RemoveContainer", json!({"container_id": id})).await;
+}

@@ -228,6 +228,7 @@ async fn unimplemented_methods_name_themselves() {
         "CreateSandbox",
         "DestroySandbox",
         "StatsContainer",
+        "GetOOMEvent",
     ]
     .into();
     let mut checked = 0;

@@ -130,6 +130,7 @@ impl Containers {
             .unwrap_or_else(|e| e.into_inner())
             .insert(cid.to_string(), Arc::clone(&container));
         cleanup.armed = false;
+        self.watch_oom(Arc::downgrade(&container), cid.to_string());
         info!(container = cid, image, digest = %pulled.manifest_digest, pid, "container created");
         Ok(container)
     }

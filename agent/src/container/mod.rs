@@ -10,6 +10,7 @@ pub mod exec;
 pub mod id;
 pub mod image;
 pub mod io;
+pub mod oom;
 pub mod pause;
 pub mod reaper;
 pub mod remove;
@@ -156,6 +157,8 @@ pub struct Containers {
     table: Mutex<HashMap<String, Arc<Container>>>,
     /// IDs being created (so a second create of the same ID fails fast).
     creating: Mutex<HashSet<String>>,
+    /// Containers that had an OOM kill, for GetOOMEvent.
+    oom: oom::OomEvents,
 }
 
 impl Containers {
@@ -174,6 +177,7 @@ impl Containers {
             images,
             table: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
+            oom: oom::OomEvents::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::methods::proto::agent::{
     ResumeContainerRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
     StatsContainerResponse, WaitProcessRequest, WaitProcessResponse,
 };
+use crate::methods::proto::agent::{GetOOMEventRequest, OOMEvent};
 use crate::methods::proto::empty::Empty;
 use crate::state::AgentState;
 
@@ -20,7 +21,6 @@ super::not_implemented_yet! {
     UpdateEphemeralMounts update_ephemeral_mounts;
     RemoveStaleVirtiofsShareMounts remove_stale_virtiofs_share_mounts;
     GetDiagnosticData get_diagnostic_data;
-    GetOOMEvent get_oom_event;
 }
 
 /// The ttrpc status of a container error.
@@ -193,4 +193,15 @@ pub(crate) async fn stats_container(
     let mut resp = StatsContainerResponse::new();
     resp.cgroup_stats = Some(cg).into();
     Ok(resp)
+}
+
+/// GetOOMEvent: waits for the next container with an OOM kill.
+pub(crate) async fn get_oom_event(
+    state: &AgentState,
+    _req: GetOOMEventRequest,
+) -> ttrpc::Result<OOMEvent> {
+    let id = state.containers.next_oom().await.map_err(to_status)?;
+    let mut ev = OOMEvent::new();
+    ev.container_id = id;
+    Ok(ev)
 }
