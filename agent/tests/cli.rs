@@ -97,7 +97,7 @@ async fn agentctl_check_version_call() {
         "{err}"
     );
 
-    let out = agentctl(args(&addr, &["call", "GetOOMEvent", r#"{}"#])).await;
+    let out = agentctl(args(&addr, &["call", "UpdateContainer", r#"{}"#])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("UpdateContainer is not implemented yet"));
 
