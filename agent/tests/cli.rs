@@ -50,7 +50,7 @@ async fn agentctl_check_version_call() {
     let agent = TestAgent::with_policy(
         "package agent_policy\ndefault GuestDetailsRequest := true\ndefault GetMetricsRequest := true\n\
          default ListInterfacesRequest := false\ndefault SetPolicyRequest := true\n\
-         default StartContainerRequest := true\ndefault UpdateContainerRequest := true",
+         default StartContainerRequest := true\ndefault UpdateEphemeralMountsRequest := true",
     )
     .await;
     let addr = agent.addr.to_string();
@@ -97,9 +97,10 @@ async fn agentctl_check_version_call() {
         "{err}"
     );
 
-    let out = agentctl(args(&addr, &["call", "UpdateContainer", r#"{}"#])).await;
+    let out = agentctl(args(&addr, &["call", "UpdateEphemeralMounts", r#"{}"#])).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("UpdateContainer is not implemented yet"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("UpdateEphemeralMounts is not implemented yet"));
 
     let out = agentctl(args(
         &addr,

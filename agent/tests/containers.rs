@@ -726,3 +726,52 @@ async fn a_denied_read_drains_and_answers_empty() {
     assert_eq!(wait_status(&s, &id, "").await, 0);
     call(&c, "RemoveContainer", json!({"container_id": id})).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_container_changes_the_limits() {
+    let (image, agent) = setup().await;
+    let c = agent.client().await;
+    let id = unique_id("update");
+    let mut req = create_request(
+        &id,
+        &image.reference,
+        &["/bin/busybox", "sleep", "1000"],
+        false,
+    );
+    req["OCI"]["Linux"] =
+        json!({"Resources": {"Memory": {"Limit": 64 * 1024 * 1024}, "Pids": {"Limit": 50}}});
+    call(&c, "CreateContainer", req).await;
+    call(&c, "StartContainer", json!({"container_id": id})).await;
+    let limits = |v: &serde_json::Value| {
+        (
+            v["cgroup_stats"]["memory_stats"]["usage"]["limit"].as_u64(),
+            v["cgroup_stats"]["pids_stats"]["limit"].as_u64(),
+        )
+    };
+    let before = call(&c, "StatsContainer", json!({"container_id": id})).await;
+    assert_eq!(
+        limits(&before),
+        (Some(64 * 1024 * 1024), Some(50)),
+        "{before}"
+    );
+    call(
+        &c,
+        "UpdateContainer",
+        json!({"container_id": id, "resources": {"Memory": {"Limit": 48 * 1024 * 1024}, "Pids": {"Limit": 20}}}),
+    )
+    .await;
+    let after = call(&c, "StatsContainer", json!({"container_id": id})).await;
+    assert_eq!(
+        limits(&after),
+        (Some(48 * 1024 * 1024), Some(20)),
+        "{after}"
+    );
+    let (code, _) = call_err(
+        &c,
+        "UpdateContainer",
+        json!({"container_id": "no-such", "resources": {}}),
+    )
+    .await;
+    assert_eq!(code, "NOT_FOUND");
+    call(&c, "RemoveContainer", json!({"container_id": id})).await;
+}

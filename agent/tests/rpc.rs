@@ -229,6 +229,7 @@ async fn unimplemented_methods_name_themselves() {
         "DestroySandbox",
         "StatsContainer",
         "GetOOMEvent",
+        "UpdateContainer",
     ]
     .into();
     let mut checked = 0;

@@ -20,6 +20,7 @@ pub mod spec;
 pub mod start;
 pub mod stats;
 pub mod stdio;
+pub mod update;
 pub mod wait;
 
 use std::collections::{HashMap, HashSet};

@@ -227,7 +227,8 @@ fn linux(l: &oci::Linux) -> Value {
     Value::Object(out)
 }
 
-fn resources(r: &oci::LinuxResources) -> Value {
+/// The OCI JSON of the request's resources (for UpdateContainer).
+pub fn resources(r: &oci::LinuxResources) -> Value {
     let mut out = Map::new();
     if !r.Devices.is_empty() {
         out.insert(

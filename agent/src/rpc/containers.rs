@@ -12,12 +12,11 @@ use crate::methods::proto::agent::{
     ResumeContainerRequest, SignalProcessRequest, StartContainerRequest, StatsContainerRequest,
     StatsContainerResponse, WaitProcessRequest, WaitProcessResponse,
 };
-use crate::methods::proto::agent::{GetOOMEventRequest, OOMEvent};
+use crate::methods::proto::agent::{GetOOMEventRequest, OOMEvent, UpdateContainerRequest};
 use crate::methods::proto::empty::Empty;
 use crate::state::AgentState;
 
 super::not_implemented_yet! {
-    UpdateContainer update_container;
     UpdateEphemeralMounts update_ephemeral_mounts;
     RemoveStaleVirtiofsShareMounts remove_stale_virtiofs_share_mounts;
     GetDiagnosticData get_diagnostic_data;
@@ -204,4 +203,18 @@ pub(crate) async fn get_oom_event(
     let mut ev = OOMEvent::new();
     ev.container_id = id;
     Ok(ev)
+}
+
+/// UpdateContainer: new cgroup limits for a running container.
+pub(crate) async fn update_container(
+    state: &AgentState,
+    req: UpdateContainerRequest,
+) -> ttrpc::Result<Empty> {
+    let resources = req.resources.as_ref().cloned().unwrap_or_default();
+    state
+        .containers
+        .update(&req.container_id, &resources)
+        .await
+        .map_err(to_status)?;
+    Ok(Empty::new())
 }
