@@ -25,9 +25,10 @@ REG_PID=
 KBS_PIDS=()
 AGENT_PID=
 cleanup() {
+  set +e  # clean up as much as possible, whatever fails
   if [ -n "$AGENT_PID" ]; then kill "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; fi
   if [ -d "$WORK/agent-state" ]; then
-    grep -o " $WORK/agent-state[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $WORK/agent-state[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   fi
   for p in "${KBS_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   for m in "$WORK/overlay-rootfs"; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
