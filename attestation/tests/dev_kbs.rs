@@ -5,9 +5,9 @@
 //! checked is the wire: status codes, error `type`s and texts from the
 //! reference tables, cookies, tokens and the resource JWE.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use attestation::attester::sample::SampleAttester;
@@ -17,33 +17,20 @@ use attestation::tee_key::{TeeKey, TeeKeyAlgorithm};
 use attestation::Attester as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use integration_tests::kbs::{DevKbs, DevKbsOptions};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
 const SECRET: &[u8] = b"the development secret";
 const ATTEST_FAILED: &str = "Attestation error: RCAR handshake Attest failed";
 
-/// A running dev-kbs, killed on drop (also when the test fails, in which
-/// case its log is printed).
+/// A running dev-kbs (the shared fixture: killed on drop, its log printed
+/// when the test fails) and an HTTP client for it.
 struct Kbs {
-    child: Child,
+    dev: DevKbs,
     url: String,
-    resources: TempDir,
-    logs: TempDir,
     client: reqwest::Client,
-}
-
-impl Drop for Kbs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default();
-            eprintln!("---- dev-kbs log ----\n{log}---- end of log ----");
-        }
-    }
 }
 
 /// How a resource request authenticates.
@@ -89,31 +76,15 @@ impl Kbs {
     }
 
     fn start_with(args: &[&str], tls_ca: Option<&Path>) -> Kbs {
-        let resources = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(resources.path().join("default/key")).unwrap();
-        std::fs::write(resources.path().join("default/key/1"), SECRET).unwrap();
-        std::fs::write(resources.path().join("default/key/2"), b"two").unwrap();
-        let logs = tempfile::tempdir().unwrap();
-        let stderr = std::fs::File::create(logs.path().join("stderr")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dev-kbs"))
-            .args(["--listen", "127.0.0.1:0", "--resources"])
-            .arg(resources.path())
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        // Wait for the "listening on" line without blocking forever.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let dev = DevKbs::start(
+            Path::new(env!("CARGO_BIN_EXE_dev-kbs")),
+            DevKbsOptions {
+                extra_args: args.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            },
+        );
+        dev.put_resource("default/key/1", SECRET);
+        dev.put_resource("default/key/2", b"two");
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30));
@@ -121,28 +92,17 @@ impl Kbs {
             let pem = std::fs::read(ca).unwrap();
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
         }
-        let mut kbs = Kbs {
-            child,
-            url: String::new(),
-            resources,
-            logs,
+        let url = dev.url().to_string();
+        assert!(!url.ends_with(":0"), "the real port is printed: {url}");
+        Kbs {
+            dev,
+            url,
             client: builder.build().unwrap(),
-        };
-        kbs.url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("dev-kbs did not start: stdout {line:?}"))
-            .to_string();
-        assert!(
-            !kbs.url.ends_with(":0"),
-            "the real port is printed: {}",
-            kbs.url
-        );
-        kbs
+        }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
+        self.dev.log()
     }
 
     async fn send(
@@ -617,7 +577,7 @@ async fn resource_path_errors() {
     std::fs::write(outside.path().join("secret"), b"outside").unwrap();
     std::os::unix::fs::symlink(
         outside.path().join("secret"),
-        kbs.resources.path().join("default/key/out"),
+        kbs.dev.resources().join("default/key/out"),
     )
     .unwrap();
     for path in [
@@ -808,7 +768,7 @@ async fn admin_writes_need_the_admin_token() {
         d,
         "admin access denied for endpoint resource-policy: Failed to parse HTTP Auth Bearer header"
     );
-    assert!(!plain.resources.path().join("default/key/new").exists());
+    assert!(!plain.dev.resources().join("default/key/new").exists());
 
     // With --admin-token: the right bearer writes, then the resource is served.
     let kbs = Kbs::start(&["--admin-token", "s3cret-admin"]);

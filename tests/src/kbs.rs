@@ -101,6 +101,9 @@ impl DevKbs {
 impl Drop for DevKbs {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            eprintln!("---- dev-kbs log ----\n{}---- end of log ----", self.log());
+        }
     }
 }
 
