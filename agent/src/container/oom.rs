@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Mutex};
 
+use super::stats::{container_cgroup, is_v2, CGROUP_ROOT};
 use super::{Container, ContainerError, Containers};
 
 /// How often the counters are read.
 const POLL: Duration = Duration::from_millis(200);
-/// The cgroup filesystem root.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// The queue of containers that had an OOM kill.
 #[derive(Debug)]
@@ -35,7 +34,7 @@ impl Default for OomEvents {
 
 /// The file holding the `oom_kill` counter of cgroup `rel` under `root`.
 pub fn counter_file(root: &Path, rel: &str) -> PathBuf {
-    if root.join("cgroup.controllers").exists() {
+    if is_v2(root) {
         root.join(rel).join("memory.events")
     } else {
         root.join("memory").join(rel).join("memory.oom_control")
@@ -53,7 +52,7 @@ pub fn oom_kills(text: &str) -> u64 {
 impl Containers {
     /// Watches `c`'s cgroup until the container is dropped.
     pub(super) fn watch_oom(&self, c: Weak<Container>, id: String) {
-        let file = counter_file(Path::new(CGROUP_ROOT), &format!("sealpod/{id}"));
+        let file = counter_file(Path::new(CGROUP_ROOT), &container_cgroup(&id));
         let tx = self.oom.tx.clone();
         tokio::spawn(async move {
             let read = || {

@@ -90,14 +90,13 @@ pub trait Runtime: Send + Sync + fmt::Debug {
     fn delete(&self, id: &str) -> Result<(), RuntimeError>;
 }
 
-/// youki's libcontainer, in-process, cgroups v1 or v2, no systemd.
+/// youki's libcontainer, cgroups v1 or v2, no systemd. Used only inside
+/// the single-threaded helper process (see the module doc): never call it
+/// from the multi-threaded agent.
 #[derive(Debug, Clone)]
 pub struct LibcontainerRuntime {
     /// libcontainer's state root (one directory per container).
     pub root: PathBuf,
-    /// Take [`RUNTIME_LOCK`] around each call (in-process use); the helper
-    /// process does not need it.
-    pub serialize: bool,
 }
 
 fn err(step: &'static str, id: &str, e: impl fmt::Display) -> RuntimeError {
@@ -109,11 +108,6 @@ fn err(step: &'static str, id: &str, e: impl fmt::Display) -> RuntimeError {
 }
 
 impl LibcontainerRuntime {
-    fn lock(&self) -> Option<std::sync::MutexGuard<'static, ()>> {
-        self.serialize
-            .then(|| RUNTIME_LOCK.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
     fn load(
         &self,
         step: &'static str,
@@ -149,7 +143,6 @@ impl LibcontainerRuntime {
 
 impl Runtime for LibcontainerRuntime {
     fn create(&self, id: &str, bundle: &Path, stdio: StdioFds) -> Result<i32, RuntimeError> {
-        let _lock = self.lock();
         let result = self
             .builder("creating", id, stdio)?
             .as_init(bundle)
@@ -174,14 +167,12 @@ impl Runtime for LibcontainerRuntime {
     }
 
     fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        let _lock = self.lock();
         self.load("starting", id)?
             .start()
             .map_err(|e| err("starting", id, e))
     }
 
     fn exec(&self, id: &str, spec: &ExecSpec, stdio: StdioFds) -> Result<i32, RuntimeError> {
-        let _lock = self.lock();
         let env: HashMap<String, String> = spec
             .env
             .iter()
@@ -207,28 +198,24 @@ impl Runtime for LibcontainerRuntime {
 
     fn kill_all(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {
         use libcontainer::signal::Signal;
-        let _lock = self.lock();
         let sig = Signal::try_from(signal).map_err(|e| err("signalling", id, e))?;
         let mut c = self.load("signalling", id)?;
         c.kill(sig, true).map_err(|e| err("signalling", id, e))
     }
 
     fn pause(&self, id: &str) -> Result<(), RuntimeError> {
-        let _lock = self.lock();
         self.load("pausing", id)?
             .pause()
             .map_err(|e| err("pausing", id, e))
     }
 
     fn resume(&self, id: &str) -> Result<(), RuntimeError> {
-        let _lock = self.lock();
         self.load("resuming", id)?
             .resume()
             .map_err(|e| err("resuming", id, e))
     }
 
     fn delete(&self, id: &str) -> Result<(), RuntimeError> {
-        let _lock = self.lock();
         let dir = self.root.join(id);
         if !dir.exists() {
             return Ok(());
@@ -407,8 +394,7 @@ impl Runtime for HelperRuntime {
 
 /// The helper's side: `args` are what follows [`HELPER_ARG`] (`ROOT ID OP
 /// [OP-ARGS] [--console-socket PATH] --fds MASK`). Runs the operation with
-/// [`LibcontainerRuntime`] (without taking [`RUNTIME_LOCK`]: the helper is
-/// its own process) and returns what to print.
+/// [`LibcontainerRuntime`] and returns what to print.
 pub fn helper_main(args: &[String]) -> Result<String, String> {
     let mut rest: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut take_opt = |name: &str| -> Option<String> {
@@ -436,7 +422,6 @@ pub fn helper_main(args: &[String]) -> Result<String, String> {
     };
     let rt = LibcontainerRuntime {
         root: PathBuf::from(root),
-        serialize: false,
     };
     let id: &str = id;
     let e = |e: RuntimeError| e.to_string();

@@ -425,7 +425,7 @@ pub fn fill_runtime_defaults(config: &mut Value, id: &str) {
     }
     // The host does not choose where in the guest's cgroup tree a container
     // goes: one agent-owned parent, one leaf per container.
-    linux["cgroupsPath"] = json!(format!("/sealpod/{id}"));
+    linux["cgroupsPath"] = json!(format!("/{}", super::stats::container_cgroup(id)));
     if config["mounts"].as_array().is_none_or(Vec::is_empty) {
         config["mounts"] = json!([
             {"destination": "/proc", "type": "proc", "source": "proc", "options": []},

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{ContainerError, Containers};
 
 /// The cgroup filesystem root.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// USER_HZ, the unit of `cpuacct.stat` (100 on every Linux architecture).
 const USER_HZ: u64 = 100;
 
@@ -69,9 +69,20 @@ fn read_kv(p: &Path) -> HashMap<String, u64> {
         .collect()
 }
 
+/// Whether `root` is a cgroup v2 (unified) hierarchy.
+pub fn is_v2(root: &Path) -> bool {
+    root.join("cgroup.controllers").exists()
+}
+
+/// The cgroup (relative to the root) of container `id`: the agent puts
+/// every container under its own `/sealpod/` parent.
+pub fn container_cgroup(id: &str) -> String {
+    format!("sealpod/{id}")
+}
+
 /// Reads the stats of cgroup `rel` (e.g. `sealpod/c1`) under `root`.
 pub fn read(root: &Path, rel: &str) -> Stats {
-    if root.join("cgroup.controllers").exists() {
+    if is_v2(root) {
         read_v2(&root.join(rel))
     } else {
         read_v1(root, rel)
@@ -152,7 +163,7 @@ impl Containers {
     /// The resource usage of container `cid`.
     pub fn stats(&self, cid: &str) -> Result<Stats, ContainerError> {
         let c = self.get(cid)?;
-        Ok(read(Path::new(CGROUP_ROOT), &format!("sealpod/{}", c.id)))
+        Ok(read(Path::new(CGROUP_ROOT), &container_cgroup(&c.id)))
     }
 }
 

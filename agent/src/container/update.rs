@@ -26,7 +26,7 @@ impl Containers {
         let id = cid.to_string();
         blocking(move || {
             let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
-                cgroup_path: format!("/sealpod/{id}").into(),
+                cgroup_path: format!("/{}", super::stats::container_cgroup(&id)).into(),
                 systemd_cgroup: false,
                 container_name: id.clone(),
             })
