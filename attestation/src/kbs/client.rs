@@ -164,18 +164,18 @@ impl KbsClient {
     /// Runs the RCAR handshake now (replacing any session) and returns the
     /// attestation token.
     pub async fn attest(&self) -> Result<Zeroizing<String>, KbsError> {
-        let mut guard = self.session.lock().await;
-        let s = self.handshake().await?;
-        let token = s.token.clone();
-        *guard = Some(s);
-        Ok(token)
+        self.session_token(true).await
     }
 
     /// The token of the current session, attesting first if there is none
     /// or it is about to expire.
     pub async fn token(&self) -> Result<Zeroizing<String>, KbsError> {
+        self.session_token(false).await
+    }
+
+    async fn session_token(&self, renew: bool) -> Result<Zeroizing<String>, KbsError> {
         let mut guard = self.session.lock().await;
-        if let Some(s) = guard.as_ref().filter(|s| s.fresh()) {
+        if let Some(s) = guard.as_ref().filter(|s| !renew && s.fresh()) {
             return Ok(s.token.clone());
         }
         let s = self.handshake().await?;
