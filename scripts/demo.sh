@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine (as root): start a private
-# registry on 127.0.0.1, build a busybox image with umoci, push it with
-# skopeo, then pull, verify and unpack it with image-rs, flat and as an
-# overlay mount, and run a command in the result. Cleans up after itself.
+# The main job, end to end on this machine (as root): the confidential pod
+# flow. A private registry on 127.0.0.1; a busybox image built with umoci and
+# pushed with skopeo plain, encrypted by `skopeo copy --encryption-key` and
+# encrypted for a KBS key (the Confidential Containers kbs:/// wrapping);
+# image-rs pulls, verifies and decrypts; dev-kbs releases keys only after
+# attestation; guest-agent (initdata with the pod's policy and KBS, sample
+# TEE) runs the containers that agentctl asks for, and refuses what the
+# policy does not allow. Prints each step and its time; cleans up after
+# itself. `./scripts/demo.sh vm` runs the same flow in a qemu VM over vsock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+if [ "${1:-}" = vm ]; then
+  exec scripts/demo-vm.sh
+fi
 scripts/install-deps.sh
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 now() { date +%s%N; }
 ms() { echo $(( ($(now) - $1) / 1000000 )); }
+DEMO_T0=$(now)
+STEP_T=
+step() {
+  if [ -n "$STEP_T" ]; then printf '\033[2m   (step: %s ms)\033[0m\n' "$(ms "$STEP_T")"; fi
+  STEP_T=$(now)
+  printf '\n\033[1m== %s\033[0m\n' "$*"
+}
 
-step "Building image-rs (release)"
+step "Building image-rs, attestation and the agent (release)"
 cargo build --release --locked -p image-rs -p attestation -p agent
 IMAGE_RS=$ROOT/target/release/image-rs
 AA=$ROOT/target/release/attestation-agent
@@ -23,13 +37,11 @@ AGENTCTL=$ROOT/target/release/agentctl
 WORK=$(mktemp -d /tmp/sealpod-demo.XXXXXX)
 REG_PID=
 KBS_PIDS=()
-AGENT_PID=
+AGENT_PIDS=()
 cleanup() {
   set +e  # clean up as much as possible, whatever fails
-  if [ -n "$AGENT_PID" ]; then kill "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; fi
-  if [ -d "$WORK/agent-state" ]; then
-    { grep -o " $WORK/agent-state[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  fi
+  for p in "${AGENT_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  { grep -o " $WORK/agent[^ ]*-state[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   for p in "${KBS_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   for m in "$WORK/overlay-rootfs"; do mountpoint -q "$m" 2>/dev/null && umount "$m"; done
   if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; wait "$REG_PID" 2>/dev/null || true; fi
@@ -99,14 +111,19 @@ step "image-rs pull of the Docker schema 2 variant (a different manifest, the sa
 $IMAGE_RS pull "127.0.0.1:$PORT/demo/busybox:docker" --rootfs "$WORK/docker-rootfs" --layout flat --store "$STORE" --progress plain
 diff -r "$WORK/flat-rootfs" "$WORK/docker-rootfs" >/dev/null && echo "the Docker-format rootfs is identical to the OCI one"
 
-step "An encrypted image: image-rs copy encrypts the layers for an RSA key (as skopeo --encryption-key does)"
+step "An encrypted image: skopeo copy --encryption-key encrypts the layers for an RSA key (ocicrypt JWE)"
+echo "(the host and the registry only ever see ciphertext; the config and the manifest stay readable)"
 openssl genrsa -out "$WORK/key.pem" 2048 2>/dev/null
 openssl rsa -in "$WORK/key.pem" -pubout -out "$WORK/key.pub.pem" 2>/dev/null
-$IMAGE_RS copy oci:"$WORK/layout:demo" "docker://127.0.0.1:$PORT/demo/busybox:encrypted" --encryption-key "jwe:$WORK/key.pub.pem"
+skopeo copy -q --dest-tls-verify=false --encryption-key "jwe:$WORK/key.pub.pem" \
+  oci:layout:demo "docker://127.0.0.1:$PORT/demo/busybox:encrypted"
+skopeo inspect --tls-verify=false --raw "docker://127.0.0.1:$PORT/demo/busybox:encrypted" \
+  | jq -r '.layers[] | "  layer \(.digest[0:19])... \(.mediaType)"'
 echo "without the private key the guest cannot use it (even with the same layers in its store):"
-if $IMAGE_RS pull "127.0.0.1:$PORT/demo/busybox:encrypted" --rootfs "$WORK/enc-denied" --store "$STORE" --progress none; then
+if $IMAGE_RS pull "127.0.0.1:$PORT/demo/busybox:encrypted" --rootfs "$WORK/enc-denied" --store "$STORE" --progress none 2>"$WORK/nokey.err"; then
   echo "UNEXPECTED: pull succeeded"; exit 1
 fi
+cut -c1-200 "$WORK/nokey.err" | sed 's/^/  /'
 echo "with it, the layers are decrypted inside the pull stream (digest, HMAC, plain digest, diff_id checked):"
 $IMAGE_RS pull "127.0.0.1:$PORT/demo/busybox:encrypted" --rootfs "$WORK/enc-rootfs" --layout flat --store "$STORE" \
   --decryption-key "$WORK/key.pem" --progress plain
@@ -135,8 +152,6 @@ if $AA get-resource --kbs-url "$KBS_DENY" --tee sample kbs:///default/key/1 >/de
 fi
 sed 's/^/  /' "$WORK/deny.err"
 
-step "The guest agent: a pod's containers, every request checked by policy (guest-agent on a unix socket)"
-echo "(in a VM it listens on vsock; here a unix socket stands in for it, and the TEE is the sample one)"
 cat > "$WORK/policy.rego" <<'REGO'
 package agent_policy
 default CreateSandboxRequest := true
@@ -151,39 +166,80 @@ default SignalProcessRequest := true
 default GuestDetailsRequest := true
 default ExecProcessRequest := false
 REGO
-{
-  printf 'version = "0.1.0"\nalgorithm = "sha384"\n[data]\n'
-  printf '"aa.toml" = """\n[token_configs.kbs]\nurl = "%s"\n"""\n' "$KBS"
-  printf '"policy.rego" = """\n%s\n"""\n' "$(cat "$WORK/policy.rego")"
-} > "$WORK/initdata.toml"
-# What a VMM would put in SNP host-data / TDX mrconfigid: the initdata digest.
-LAUNCH=$(sha384sum "$WORK/initdata.toml" | cut -d' ' -f1)$(printf '0%.0s' $(seq 32))
-echo "agent.tee=sample" > "$WORK/cmdline"
-SEALPOD_SAMPLE_LAUNCH_CONFIG=$LAUNCH "$GUEST_AGENT" --server-addr "unix://$WORK/agent.sock" \
-  --state-dir "$WORK/agent-state" --cmdline-file "$WORK/cmdline" --initdata "$WORK/initdata.toml" \
-  --log-level warn 2>"$WORK/agent.log" &
-AGENT_PID=$!
-CTL=("$AGENTCTL" --addr "unix://$WORK/agent.sock")
-for _ in $(seq 100); do "${CTL[@]}" check >/dev/null 2>&1 && break; sleep 0.05; done
-echo "initdata (policy + KBS URL) matched the launch measurement; the agent is serving:"
-"${CTL[@]}" version
-t=$(now)
-echo "a container from the plain image, pulled inside the guest:"
-"${CTL[@]}" run "127.0.0.1:$PORT/demo/busybox:gzip" -- /bin/sh -c 'cat /etc/motd; echo "running as PID $$ in its own PID namespace"'
-echo "($(ms "$t") ms: pull + create + start + run + remove)"
+make_initdata() { # $1 = KBS URL, $2 = file; prints the launch field a VMM would set for it
+  {
+    printf 'version = "0.1.0"\nalgorithm = "sha384"\n[data]\n'
+    printf '"aa.toml" = """\n[token_configs.kbs]\nurl = "%s"\n"""\n' "$1"
+    printf '"policy.rego" = """\n%s\n"""\n' "$(cat "$WORK/policy.rego")"
+  } > "$2"
+  # What a VMM puts in SNP host-data / TDX mrconfigid: the initdata digest (zero padded).
+  echo "$(sha384sum "$2" | cut -d' ' -f1)$(printf '0%.0s' $(seq 32))"
+}
+start_agent() { # $1 = name, $2 = initdata file, $3 = launch field; waits until it serves
+  echo "agent.tee=sample agent.image_decryption_keys=kbs:///default/image-key/rsa" > "$WORK/$1.cmdline"
+  SEALPOD_SAMPLE_LAUNCH_CONFIG=$3 "$GUEST_AGENT" --server-addr "unix://$WORK/$1.sock" \
+    --state-dir "$WORK/$1-state" --cmdline-file "$WORK/$1.cmdline" --initdata "$2" \
+    --log-level warn 2>"$WORK/$1.log" &
+  AGENT_PIDS+=($!)
+  for _ in $(seq 200); do "$AGENTCTL" --addr "unix://$WORK/$1.sock" check >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "the agent did not start:"; cat "$WORK/$1.log"; exit 1
+}
+
+step "The images the pod will run: plain, encrypted by skopeo (JWE), encrypted for a KBS key (kbs:///)"
+mkdir -p "$WORK/kbs/default/image-key"
+cp "$WORK/key.pem" "$WORK/kbs/default/image-key/rsa"
 $IMAGE_RS copy oci:"$WORK/layout:demo" "docker://127.0.0.1:$PORT/demo/busybox:kbs" \
   --encryption-key "provider:kbs:///default/key/1=$WORK/kbs/default/key/1" >/dev/null
+echo "  127.0.0.1:$PORT/demo/busybox:gzip       plain"
+echo "  127.0.0.1:$PORT/demo/busybox:encrypted  skopeo --encryption-key jwe: (private key = KBS resource default/image-key/rsa)"
+echo "  127.0.0.1:$PORT/demo/busybox:kbs        CoCo key provider (KEK = KBS resource default/key/1)"
+echo "the KBS holds both keys; the host never gets them. The pod's initdata names the KBS and the policy:"
+LAUNCH=$(make_initdata "$KBS" "$WORK/initdata.toml")
+sed 's/^/  | /' "$WORK/initdata.toml" | head -8; echo "  | ..."
+
+step "The guest agent starts: initdata must match the TEE's launch measurement (guest-agent on a unix socket)"
+echo "(in a VM it listens on vsock and the TEE is SNP/TDX; here a unix socket stands in, and the TEE is the sample one)"
+start_agent agent "$WORK/initdata.toml" "$LAUNCH"
+CTL=("$AGENTCTL" --addr "unix://$WORK/agent.sock")
+echo "initdata matched; the policy it carries now guards every request. The agent is serving:"
+"${CTL[@]}" version
+
+step "A container from the plain image, pulled inside the guest"
 t=$(now)
-echo "a container from an image encrypted for a KBS key: the guest attests, gets the key, decrypts:"
+"${CTL[@]}" run "127.0.0.1:$PORT/demo/busybox:gzip" -- /bin/sh -c 'cat /etc/motd; echo "running as PID $$ in its own PID namespace"'
+echo "($(ms "$t") ms: pull + create + start + run + remove)"
+
+step "A container from the skopeo-encrypted image: the guest attests, gets the private key from the KBS, decrypts"
+t=$(now)
+"${CTL[@]}" run "127.0.0.1:$PORT/demo/busybox:encrypted" -- /bin/cat /etc/motd
+echo "($(ms "$t") ms, attestation included)"
+grep -c "resource released" "$WORK/kbs-allow-all.log" | sed 's/^/  keys the KBS released so far: /'
+
+step "A container from the kbs:/// image: the KEK comes from the KBS over the same attested session"
+t=$(now)
 "${CTL[@]}" run "127.0.0.1:$PORT/demo/busybox:kbs" -- /bin/cat /etc/motd
 echo "($(ms "$t") ms)"
-echo "exec is not allowed by this pod's policy (checked before anything happens):"
+
+step "The pod's policy refuses exec (checked before anything happens; the host cannot change it)"
 if "${CTL[@]}" exec some-container -- /bin/sh 2>"$WORK/exec.err"; then echo "UNEXPECTED: exec allowed"; exit 1; fi
 sed 's/^/  /' "$WORK/exec.err"
-echo "an agent given initdata the TEE was not launched with refuses to start:"
+if "${CTL[@]}" set-policy /dev/null 2>"$WORK/setpolicy.err"; then echo "UNEXPECTED: SetPolicy allowed"; exit 1; fi
+echo "and the host cannot replace the policy either:"; sed 's/^/  /' "$WORK/setpolicy.err"
+
+step "A guest the KBS does not accept cannot decrypt (a KBS whose policy refuses this TEE)"
+LAUNCH2=$(make_initdata "$KBS_DENY" "$WORK/initdata-deny.toml")
+start_agent agent-deny "$WORK/initdata-deny.toml" "$LAUNCH2"
+if "$AGENTCTL" --addr "unix://$WORK/agent-deny.sock" run "127.0.0.1:$PORT/demo/busybox:kbs" -- /bin/true 2>"$WORK/run-deny.err"; then
+  echo "UNEXPECTED: the encrypted image ran"; exit 1
+fi
+cut -c1-240 "$WORK/run-deny.err" | sed 's/^/  /'
+echo "the plain image still runs there:"
+"$AGENTCTL" --addr "unix://$WORK/agent-deny.sock" run "127.0.0.1:$PORT/demo/busybox:gzip" -- /bin/echo "  plain image ok"
+
+step "An agent given initdata the TEE was not launched with refuses to start"
 echo '# tampered' >> "$WORK/initdata.toml"
 if SEALPOD_SAMPLE_LAUNCH_CONFIG=$LAUNCH "$GUEST_AGENT" --server-addr "unix://$WORK/agent2.sock" \
-  --state-dir "$WORK/agent-state2" --cmdline-file "$WORK/cmdline" --initdata "$WORK/initdata.toml" 2>"$WORK/agent2.err"; then
+  --state-dir "$WORK/agent-state2" --cmdline-file "$WORK/agent.cmdline" --initdata "$WORK/initdata.toml" 2>"$WORK/agent2.err"; then
   echo "UNEXPECTED: agent started"; exit 1
 fi
 grep -o 'the initdata from .*launched with[^;]*' "$WORK/agent2.err" | cut -c1-160 | sed 's/^/  /'
@@ -197,4 +253,6 @@ fi
 step "The store"
 $IMAGE_RS images --store "$STORE"
 echo
-echo "Demo complete: pulled, verified and unpacked; everything it started is being cleaned up."
+step "Done"
+echo "Demo complete in $(( ($(now) - DEMO_T0) / 1000000000 )) s: images pulled, verified and decrypted inside the guest with keys"
+echo "released only after attestation; requests checked by the pod's policy. Everything it started is being cleaned up."

@@ -55,6 +55,11 @@ pub struct AgentConfig {
     pub aa_kbc_params: Option<String>,
     /// Bound for one guest image pull (`agent.image_pull_timeout`, seconds).
     pub image_pull_timeout: Duration,
+    /// Private keys for JWE-encrypted images (as `skopeo copy
+    /// --encryption-key jwe:` makes them), as `kbs:///` resources fetched
+    /// after attestation (`agent.image_decryption_keys`, comma separated):
+    /// the guest holds them only in memory, the host never sees them.
+    pub image_decryption_keys: Vec<String>,
     /// The TOML file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// Other `agent.*` kernel parameters, without the `agent.` prefix.
@@ -73,6 +78,7 @@ impl Default for AgentConfig {
             image_registry_auth: None,
             aa_kbc_params: None,
             image_pull_timeout: DEFAULT_IMAGE_PULL_TIMEOUT,
+            image_decryption_keys: Vec::new(),
             config_file: None,
             extra_params: BTreeMap::new(),
         }
@@ -206,6 +212,7 @@ struct FileConfig {
     image_registry_auth: Option<String>,
     aa_kbc_params: Option<String>,
     image_pull_timeout: Option<u64>,
+    image_decryption_keys: Option<Vec<String>>,
 }
 
 /// The development environment variables the agent honours.
@@ -333,6 +340,9 @@ impl AgentConfig {
         if let Some(v) = file.image_pull_timeout {
             self.image_pull_timeout = Duration::from_secs(v);
         }
+        if let Some(v) = &file.image_decryption_keys {
+            self.image_decryption_keys = v.clone();
+        }
         Ok(())
     }
 
@@ -344,6 +354,14 @@ impl AgentConfig {
                 "log" => self.log_level = parse_level(SRC, value)?,
                 "image_registry_auth" => self.image_registry_auth = Some(value.clone()),
                 "aa_kbc_params" => self.aa_kbc_params = Some(value.clone()),
+                "image_decryption_keys" => {
+                    self.image_decryption_keys = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
                 "image_pull_timeout" => {
                     let secs = value.parse::<u64>().map_err(|e| ConfigError::Value {
                         source_name: SRC.into(),
@@ -435,6 +453,26 @@ mod tests {
             Some("3")
         );
         assert!(!cfg.extra_params.contains_key("unified_cgroup_hierarchy"));
+    }
+
+    #[test]
+    fn image_decryption_keys_from_cmdline_and_file() {
+        let cmdline = "agent.image_decryption_keys=kbs:///default/image-key/rsa,,kbs:///a/b/c ";
+        let cfg =
+            AgentConfig::load(Some(cmdline), &EnvVars::default(), &Overrides::default()).unwrap();
+        assert_eq!(
+            cfg.image_decryption_keys,
+            ["kbs:///default/image-key/rsa", "kbs:///a/b/c"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, "image_decryption_keys = [\"kbs:///x/y/z\"]\n").unwrap();
+        let flags = Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let cfg = AgentConfig::load(None, &EnvVars::default(), &flags).unwrap();
+        assert_eq!(cfg.image_decryption_keys, ["kbs:///x/y/z"]);
     }
 
     #[test]

@@ -161,4 +161,5 @@ pub fn image_service(config: &AgentConfig, kbs: Option<Arc<KbsClient>>) -> Image
         Arc::new(keys),
         config.image_pull_timeout,
     )
+    .with_remote_private_keys(config.image_decryption_keys.clone())
 }

@@ -21,10 +21,13 @@
 //!   responses short on demand and can enforce bearer-token auth itself.
 //! - [`http`]: a minimal blocking HTTP/1.1 client for the v2 API.
 //! - [`kbs`]: a running development KBS (`dev-kbs`) with its own resource directory.
+//! - [`agent`]: the real `guest-agent` binary as a child process driven by `agentctl`,
+//!   with complete teardown (processes, cgroups, mounts); restartable on the same state.
 //! - [`cmd`]: running external tools with self-explaining failures.
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod cmd;
 pub mod compress;
 pub mod fsedit;

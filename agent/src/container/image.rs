@@ -3,12 +3,19 @@
 //! the guest, into one store shared by every container of the VM, and
 //! mounts it as an overlay at the container's rootfs. Two containers pulling
 //! the same image at once share the download (the store locks per layer).
+//!
+//! Private keys for JWE-wrapped layers (`agent.image_decryption_keys`) are
+//! KBS resources too: they are fetched through the key provider (so only
+//! after attestation) the first time a JWE-wrapped layer needs them, then
+//! the pull is retried; they are kept in memory only. A failed fetch is not
+//! kept (the next pull tries again), and plain images never need the KBS.
 
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use image_rs::ocicrypt::keys::PrivateKey;
 use image_rs::ocicrypt::layer::DecryptionKeys;
 use image_rs::{Layout, PullOptions, Puller, Reference, RegistryClient, RegistryConfig, Store};
 use tracing::info;
@@ -26,6 +33,10 @@ pub struct ImageService {
     /// every pull fails with that reason).
     puller: Result<Puller, String>,
     keys: Arc<DecryptionKeys>,
+    /// `kbs:///` URIs of private keys to add to `keys` (fetched once).
+    remote_keys: Vec<String>,
+    /// `keys` plus the fetched private keys, once fetched.
+    fetched: tokio::sync::Mutex<Option<Arc<DecryptionKeys>>>,
     timeout: Duration,
 }
 
@@ -64,8 +75,99 @@ impl ImageService {
         ImageService {
             puller,
             keys,
+            remote_keys: Vec::new(),
+            fetched: tokio::sync::Mutex::new(None),
             timeout,
         }
+    }
+
+    /// Adds private keys for JWE recipients, named as `kbs:///` resources
+    /// that the key provider fetches (after attestation) at the first pull.
+    pub fn with_remote_private_keys(mut self, uris: Vec<String>) -> Self {
+        self.remote_keys = uris;
+        self
+    }
+
+    /// The keys a pull starts with: the configured ones, plus the remote
+    /// private keys once they have been fetched.
+    async fn current_keys(&self) -> Arc<DecryptionKeys> {
+        match self.fetched.lock().await.as_ref() {
+            Some(k) => Arc::clone(k),
+            None => Arc::clone(&self.keys),
+        }
+    }
+
+    /// Whether `e` is a JWE-wrapped layer that no key we hold opens, while
+    /// remote private keys are configured and not fetched yet: then fetching
+    /// them (attesting if needed) and pulling again may succeed. Plain images
+    /// never get here, so they never make the guest attest.
+    async fn wants_remote_keys(&self, e: &image_rs::Error) -> bool {
+        let image_rs::Error::Decrypt { source, .. } = e else {
+            return false;
+        };
+        matches!(
+            **source,
+            image_rs::ocicrypt::Error::NoLayerKey { jwe: Some(_), .. }
+        ) && !self.remote_keys.is_empty()
+            && self.fetched.lock().await.is_none()
+    }
+
+    /// Fetches the remote private keys through the key provider (so only
+    /// after attestation) and keeps them, with the configured keys, for
+    /// every later pull. A failure is not kept: the next pull tries again.
+    async fn fetch_remote_keys(&self) -> Result<Arc<DecryptionKeys>, String> {
+        let mut fetched = self.fetched.lock().await;
+        if let Some(k) = fetched.as_ref() {
+            return Ok(Arc::clone(k));
+        }
+        let provider = self
+            .keys
+            .provider
+            .clone()
+            .ok_or_else(|| "no KBS is configured to fetch them from".to_string())?;
+        let mut private_keys = Vec::with_capacity(self.remote_keys.len());
+        for uri in &self.remote_keys {
+            let bytes = provider
+                .get_kek(uri)
+                .await
+                .map_err(|e| format!("{uri}: {e}"))?;
+            let key = PrivateKey::from_bytes(&bytes, None)
+                .map_err(|e| format!("{uri}: not a private key: {e}"))?;
+            private_keys.push(key);
+        }
+        info!(
+            keys = private_keys.len(),
+            "private keys for encrypted images fetched from the KBS"
+        );
+        let keys = Arc::new(DecryptionKeys {
+            private_keys,
+            provider: Some(provider),
+        });
+        *fetched = Some(Arc::clone(&keys));
+        Ok(keys)
+    }
+
+    /// One pull of `reference` with `keys`, bounded by the pull timeout.
+    async fn pull_with(
+        &self,
+        image: &str,
+        reference: &Reference,
+        rootfs: &Path,
+        keys: Arc<DecryptionKeys>,
+    ) -> Result<Result<image_rs::PullReport, image_rs::Error>, ContainerError> {
+        let opts = PullOptions {
+            layout: Layout::Overlay,
+            decryption: keys,
+            ..PullOptions::default()
+        };
+        tokio::time::timeout(self.timeout, self.puller()?.pull(reference, rootfs, &opts))
+            .await
+            .map_err(|_| {
+                ContainerError::Pull(format!(
+                    "{image}: not done after {:?} (agent.image_pull_timeout)",
+                    self.timeout
+                ))
+            })
     }
 
     fn puller(&self) -> Result<&Puller, ContainerError> {
@@ -87,22 +189,25 @@ impl ImageService {
         let reference: Reference = image.parse().map_err(|e: image_rs::Error| {
             ContainerError::InvalidArgument(format!("image {image:?}: {e}"))
         })?;
-        let opts = PullOptions {
-            layout: Layout::Overlay,
-            decryption: Arc::clone(&self.keys),
-            ..PullOptions::default()
-        };
         let started = std::time::Instant::now();
         let puller = self.puller()?;
-        let report = tokio::time::timeout(self.timeout, puller.pull(&reference, rootfs, &opts))
-            .await
-            .map_err(|_| {
-                ContainerError::Pull(format!(
-                    "{image}: not done after {:?} (agent.image_pull_timeout)",
-                    self.timeout
-                ))
-            })?
-            .map_err(|e| ContainerError::Pull(e.to_string()))?;
+        let mut result = self
+            .pull_with(image, &reference, rootfs, self.current_keys().await)
+            .await?;
+        if let Err(e) = &result {
+            if self.wants_remote_keys(e).await {
+                result = match self.fetch_remote_keys().await {
+                    Ok(keys) => self.pull_with(image, &reference, rootfs, keys).await?,
+                    Err(why) => {
+                        tracing::warn!(error = %why, "agent.image_decryption_keys: not fetched; trying again at the next pull");
+                        return Err(ContainerError::Pull(format!(
+                            "{e} (the private keys of agent.image_decryption_keys could not be fetched: {why})"
+                        )));
+                    }
+                };
+            }
+        }
+        let report = result.map_err(|e| ContainerError::Pull(e.to_string()))?;
         info!(
             image,
             digest = %report.manifest_digest,
