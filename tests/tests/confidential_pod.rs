@@ -185,6 +185,43 @@ fn agent_options(dir: &Path, initdata: &InitData) -> GuestAgentOptions {
     opts
 }
 
+/// One pod: its images, a KBS holding their keys, its initdata, and the
+/// directory its agent (or agents, across a restart) live in.
+struct Pod {
+    images: Images,
+    kbs: DevKbs,
+    initdata: InitData,
+    dir: tempfile::TempDir,
+}
+
+impl Pod {
+    /// Images built and pushed, a KBS with resource policy `kbs_policy`, and
+    /// initdata naming that KBS.
+    fn new(kbs_policy: &str) -> Pod {
+        let images = Images::build();
+        let kbs = images.kbs(kbs_policy);
+        let dir = tempfile::Builder::new()
+            .prefix("sealpod-pod-")
+            .tempdir()
+            .expect("temp dir");
+        let initdata = InitData::write(dir.path(), kbs.url());
+        Pod {
+            images,
+            kbs,
+            initdata,
+            dir,
+        }
+    }
+
+    /// Starts the pod's agent (on the same state every time).
+    fn start_agent(&self) -> GuestAgent {
+        GuestAgent::start(agent_options(
+            &self.dir.path().join("agent"),
+            &self.initdata,
+        ))
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -218,14 +255,9 @@ fn count(haystack: &str, needle: &str) -> usize {
 
 #[test]
 fn pod_runs_plain_and_encrypted_images_with_keys_from_attestation() {
-    let images = Images::build();
-    let kbs = images.kbs("allow-all");
-    let dir = tempfile::Builder::new()
-        .prefix("sealpod-pod-")
-        .tempdir()
-        .unwrap();
-    let initdata = InitData::write(dir.path(), kbs.url());
-    let agent = GuestAgent::start(agent_options(&dir.path().join("agent"), &initdata));
+    let pod = Pod::new("allow-all");
+    let (images, kbs) = (&pod.images, &pod.kbs);
+    let agent = pod.start_agent();
     assert!(
         agent
             .log()
@@ -262,15 +294,10 @@ fn pod_runs_plain_and_encrypted_images_with_keys_from_attestation() {
 
 #[test]
 fn a_guest_the_kbs_does_not_accept_cannot_decrypt() {
-    let images = Images::build();
     // The KBS's resource policy refuses the sample TEE (as a real KBS's default does).
-    let kbs = images.kbs("deny-sample");
-    let dir = tempfile::Builder::new()
-        .prefix("sealpod-pod-")
-        .tempdir()
-        .unwrap();
-    let initdata = InitData::write(dir.path(), kbs.url());
-    let agent = GuestAgent::start(agent_options(&dir.path().join("agent"), &initdata));
+    let pod = Pod::new("deny-sample");
+    let (images, kbs) = (&pod.images, &pod.kbs);
+    let agent = pod.start_agent();
 
     for image in [&images.kbs, &images.jwe] {
         let err = run_fails(&agent, image);
@@ -295,14 +322,9 @@ fn a_guest_the_kbs_does_not_accept_cannot_decrypt() {
 
 #[test]
 fn a_kbs_that_is_down_gives_a_clear_error_and_the_agent_keeps_serving() {
-    let images = Images::build();
-    let mut kbs = images.kbs("allow-all");
-    let dir = tempfile::Builder::new()
-        .prefix("sealpod-pod-")
-        .tempdir()
-        .unwrap();
-    let initdata = InitData::write(dir.path(), kbs.url());
-    let agent = GuestAgent::start(agent_options(&dir.path().join("agent"), &initdata));
+    let mut pod = Pod::new("allow-all");
+    let agent = pod.start_agent();
+    let (images, kbs) = (&pod.images, &mut pod.kbs);
     let url = kbs.url().to_string();
     kbs.stop();
 
@@ -323,18 +345,12 @@ fn a_kbs_that_is_down_gives_a_clear_error_and_the_agent_keeps_serving() {
 
 #[test]
 fn a_restarted_agent_keeps_its_image_store() {
-    let images = Images::build();
-    let kbs = images.kbs("allow-all");
+    let pod = Pod::new("allow-all");
+    let (images, kbs) = (&pod.images, &pod.kbs);
     let proxy = Proxy::start(&images.registry.addr());
     let via = |r: &str| r.replacen(&images.registry.addr(), &proxy.addr(), 1);
-    let dir = tempfile::Builder::new()
-        .prefix("sealpod-pod-")
-        .tempdir()
-        .unwrap();
-    let initdata = InitData::write(dir.path(), kbs.url());
-    let agent_dir = dir.path().join("agent");
 
-    let mut agent = GuestAgent::start(agent_options(&agent_dir, &initdata));
+    let mut agent = pod.start_agent();
     run_motd(&agent, &via(&images.plain));
     run_motd(&agent, &via(&images.kbs));
     assert!(proxy.count("/blobs/") > 0, "the first run fetched nothing?");
@@ -342,7 +358,7 @@ fn a_restarted_agent_keeps_its_image_store() {
 
     proxy.clear();
     let released = count(&kbs.log(), "resource released");
-    let agent = GuestAgent::start(agent_options(&agent_dir, &initdata));
+    let agent = pod.start_agent();
     run_motd(&agent, &via(&images.plain));
     run_motd(&agent, &via(&images.kbs));
     let blobs: Vec<String> = proxy
