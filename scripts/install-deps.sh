@@ -16,6 +16,7 @@ have gzip || need+=(gzip)
 have tar || need+=(tar)
 have jq || need+=(jq)
 have curl || need+=(curl)
+have gpg || need+=(gnupg)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -74,6 +74,11 @@ pub struct CopyOptions {
     pub encrypt_layers: Option<Vec<i64>>,
     /// Platform to pick when the source is an index.
     pub platform: Option<Platform>,
+    /// Sign the written manifest with this sigstore key and store the
+    /// signature as an attachment (`sha256-<hex>.sig`) next to it, as
+    /// `skopeo copy --sign-by-sigstore-private-key` does. Registry
+    /// destinations only.
+    pub sign_by_sigstore_key: Option<crate::signature::SigningKey>,
 }
 
 /// The result of a copy.
@@ -83,6 +88,8 @@ pub struct CopyReport {
     pub manifest_digest: Digest,
     /// Indexes of the layers that were encrypted by this copy.
     pub encrypted_layers: Vec<usize>,
+    /// Digest of the signature manifest written, when signing.
+    pub signature_manifest: Option<Digest>,
 }
 
 const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
@@ -161,6 +168,11 @@ pub async fn copy(
     dst: &Location,
     opts: &CopyOptions,
 ) -> Result<CopyReport, Error> {
+    if opts.sign_by_sigstore_key.is_some() && !matches!(dst, Location::Registry(_)) {
+        return Err(Error::Config(
+            "signing needs a registry destination (docker://REF): signatures are stored in the registry".into(),
+        ));
+    }
     let (mut bytes, mut digest) = read_document(client, src, None).await?;
     let mut parsed = manifest::parse_manifest(&bytes, None, &format!("manifest {digest}"))?;
     if let ManifestKind::Index(idx) = &parsed {
@@ -249,6 +261,7 @@ pub async fn copy(
             .unwrap_or_else(|| manifest::OCI_MANIFEST.to_string())
     };
     let manifest_digest = Digest::of(Algorithm::Sha256, &bytes);
+    let mut signature_manifest = None;
     match dst {
         Location::Registry(r) => {
             let target = r
@@ -258,6 +271,9 @@ pub async fn copy(
             client
                 .push_manifest(r, &target, &media_type, Bytes::from(bytes.clone()))
                 .await?;
+            if let Some(key) = &opts.sign_by_sigstore_key {
+                signature_manifest = Some(sign_pushed(client, r, &manifest_digest, key).await?);
+            }
         }
         Location::Layout { dir, tag } => {
             let layout = OciLayout::open_or_create(dir)?;
@@ -277,7 +293,26 @@ pub async fn copy(
     Ok(CopyReport {
         manifest_digest,
         encrypted_layers: encrypted,
+        signature_manifest,
     })
+}
+
+/// Signs the manifest just pushed to `r` (identity: `r` without a digest,
+/// as skopeo names it) and attaches the signature.
+async fn sign_pushed(
+    client: &RegistryClient,
+    r: &Reference,
+    digest: &Digest,
+    key: &crate::signature::SigningKey,
+) -> Result<Digest, Error> {
+    use crate::signature::simple_signing::{Payload, TYPE_COSIGN};
+    let identity = match r.tag() {
+        Some(t) => format!("{}/{}:{t}", r.registry(), r.repository()),
+        None => format!("{}/{}@{digest}", r.registry(), r.repository()),
+    };
+    let payload = Payload::build(&identity, digest, TYPE_COSIGN);
+    let sig = key.sign(&payload);
+    Ok(crate::signature::sigstore::attach(client, r, digest, &payload, &sig).await?)
 }
 
 fn manifest_oci_gzip() -> String {

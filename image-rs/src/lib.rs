@@ -24,6 +24,7 @@ pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod signature;
 pub mod store;
 pub mod unpack;
 
@@ -33,4 +34,5 @@ pub use platform::Platform;
 pub use pull::{Layout, PullOptions, PullReport, Puller};
 pub use reference::Reference;
 pub use registry::{Credentials, RegistryClient, RegistryConfig};
+pub use signature::{SignaturePolicy, SignatureVerifier};
 pub use store::Store;

@@ -14,7 +14,7 @@ use image_rs::registry::Login;
 use image_rs::unpack::Limits;
 use image_rs::{
     Credentials, Layout, Platform, PullOptions, Puller, Reference, RegistryClient, RegistryConfig,
-    Store,
+    SignaturePolicy, SignatureVerifier, Store,
 };
 use zeroize::Zeroizing;
 
@@ -48,8 +48,25 @@ enum Command {
         json: bool,
     },
     /// Copy an image between a registry and an OCI layout, encrypting layers
-    /// for the given recipients (like skopeo copy --encryption-key).
+    /// for the given recipients (like skopeo copy --encryption-key) and
+    /// optionally signing it (--sign-by-sigstore-private-key).
     Copy(CopyArgs),
+    /// Check an image against a signature policy without pulling its layers;
+    /// prints what was accepted (or fails with why not).
+    Verify(VerifyArgs),
+    /// List what refers to an image (signatures, SBOMs, attestations): the
+    /// OCI referrers API, or its sha256-<hex> fallback tag.
+    Referrers(ReferrersArgs),
+    /// Make a sigstore signing key pair like `skopeo generate-sigstore-key`:
+    /// PREFIX.private (cosign encrypted format) and PREFIX.pub (PEM).
+    GenerateSigstoreKey {
+        /// Output file name prefix.
+        #[arg(long, value_name = "PREFIX")]
+        output_prefix: PathBuf,
+        /// File holding the passphrase (first line); default: stdin.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
     /// Remove layers and blobs no image in the store references.
     Gc {
         /// Store directory.
@@ -130,6 +147,69 @@ struct PullArgs {
     /// for development and tests: in a guest the KBS provides them.
     #[arg(long, value_name = "DIR")]
     key_provider_dir: Option<PathBuf>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// Signature policy options (shared by pull and verify).
+#[derive(clap::Args, Debug)]
+struct PolicyArgs {
+    /// Signature policy, containers-policy.json(5) format: default and
+    /// transports.docker scopes with insecureAcceptAnything, reject,
+    /// sigstoreSigned (keyPath may be kbs:///REPO/TYPE/TAG, resolved through
+    /// --key-provider-dir) and signedBy (GPG). Checked before any layer is
+    /// fetched. Without it every image is accepted (with a warning).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// registries.d directory (YAML): where GPG signatures are looked up
+    /// (lookaside storage, file:// or http(s)://).
+    #[arg(long = "registries-d", value_name = "DIR")]
+    registries_d: Option<PathBuf>,
+}
+
+/// Registry connection options (shared by verify and referrers).
+#[derive(clap::Args, Debug)]
+struct RegistryArgs {
+    /// Talk plain HTTP to the registry.
+    #[arg(long)]
+    plain_http: bool,
+    /// Extra CA certificate(s) to trust, PEM (repeatable).
+    #[arg(long = "ca-file", value_name = "PEM")]
+    ca_files: Vec<PathBuf>,
+    /// docker config.json or containers auth.json with registry logins.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// Image reference: [REGISTRY/]NAME[:TAG][@DIGEST].
+    reference: String,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Directory laid out as REPO/TYPE/TAG serving kbs:/// policy keys
+    /// (development; in a guest the KBS provides them).
+    #[arg(long, value_name = "DIR")]
+    key_provider_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReferrersArgs {
+    /// Image reference: [REGISTRY/]NAME[:TAG][@DIGEST].
+    reference: String,
+    /// Only referrers of this artifact type (e.g. application/spdx+json).
+    #[arg(long, value_name = "TYPE")]
+    artifact_type: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -163,6 +243,15 @@ struct CopyArgs {
     /// docker config.json or containers auth.json with registry logins.
     #[arg(long)]
     auth_file: Option<PathBuf>,
+    /// Sign the written image with this cosign/sigstore private key
+    /// (ENCRYPTED SIGSTORE/COSIGN PRIVATE KEY PEM) and store the signature
+    /// at the destination's sha256-<hex>.sig tag, as skopeo does.
+    #[arg(long, value_name = "KEY")]
+    sign_by_sigstore_private_key: Option<PathBuf>,
+    /// File holding the signing key's passphrase (first line); default:
+    /// read it from standard input.
+    #[arg(long, value_name = "FILE", requires = "sign_by_sigstore_private_key")]
+    sign_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -224,6 +313,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Pull(args) => rt.block_on(pull(args)),
         Command::Copy(args) => rt.block_on(copy(args)),
+        Command::Verify(args) => rt.block_on(verify(args)),
+        Command::GenerateSigstoreKey {
+            output_prefix,
+            passphrase_file,
+        } => generate_key(&output_prefix, passphrase_file.as_deref()),
+        Command::Referrers(args) => rt.block_on(referrers(args)),
         Command::Images { store, json } => {
             let store = Store::open(&store)
                 .with_context(|| format!("opening store {}", store.display()))?;
@@ -319,7 +414,10 @@ async fn pull(a: PullArgs) -> anyhow::Result<()> {
             image_rs::ocicrypt::provider::FileKeyProvider::new(dir),
         ));
     }
+    let verifier = load_verifier(&a.policy, a.key_provider_dir.as_deref())?;
+    let unchecked = verifier.is_none();
     let opts = PullOptions {
+        signature: verifier,
         decryption: Arc::new(decryption),
         layout: match a.layout {
             LayoutArg::Flat => Layout::Flat,
@@ -339,6 +437,13 @@ async fn pull(a: PullArgs) -> anyhow::Result<()> {
         .pull(&reference, &a.rootfs, &opts)
         .await
         .with_context(|| format!("pulling {reference} into {}", a.rootfs.display()))?;
+    if unchecked {
+        // After the pull, so that a failure stays one error line.
+        tracing::warn!(
+            image = %reference,
+            "pulled without --policy: the image's signatures were not checked (any image is accepted)"
+        );
+    }
     if a.progress != ProgressArg::None && a.progress != ProgressArg::Json {
         let cached = report.layers.iter().filter(|l| l.cached).count();
         eprintln!(
@@ -410,7 +515,12 @@ async fn copy(a: CopyArgs) -> anyhow::Result<()> {
         credentials,
         ..RegistryConfig::default()
     })?;
+    let sign_by_sigstore_key = match &a.sign_by_sigstore_private_key {
+        Some(k) => Some(load_signing_key(k, a.sign_passphrase_file.as_deref())?),
+        None => None,
+    };
     let opts = image_rs::copy::CopyOptions {
+        sign_by_sigstore_key,
         recipients,
         encrypt_layers: (!a.encrypt_layers.is_empty()).then(|| a.encrypt_layers.clone()),
         platform: a
@@ -425,7 +535,205 @@ async fn copy(a: CopyArgs) -> anyhow::Result<()> {
     if !report.encrypted_layers.is_empty() {
         eprintln!("encrypted layers {:?}", report.encrypted_layers);
     }
+    if let Some(d) = &report.signature_manifest {
+        eprintln!("signed: signature manifest {d}");
+    }
     println!("{}", report.manifest_digest);
+    Ok(())
+}
+
+fn load_verifier(
+    p: &PolicyArgs,
+    key_provider_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<SignatureVerifier>>> {
+    let Some(file) = &p.policy else {
+        if p.registries_d.is_some() {
+            bail!("--registries-d needs --policy");
+        }
+        return Ok(None);
+    };
+    let policy = SignaturePolicy::from_file(file)?;
+    let mut v = SignatureVerifier::new(policy);
+    if let Some(dir) = &p.registries_d {
+        v = v.with_registries_d(image_rs::signature::RegistriesD::load_dir(dir)?);
+    }
+    if let Some(dir) = key_provider_dir {
+        v = v.with_key_provider(Arc::new(
+            image_rs::ocicrypt::provider::FileKeyProvider::new(dir),
+        ));
+    }
+    Ok(Some(Arc::new(v)))
+}
+
+fn read_passphrase(file: Option<&std::path::Path>) -> anyhow::Result<Zeroizing<String>> {
+    let mut pass = Zeroizing::new(String::new());
+    match file {
+        Some(f) => {
+            std::fs::File::open(f)
+                .and_then(|mut h| h.read_to_string(&mut pass))
+                .with_context(|| format!("reading the passphrase file {}", f.display()))?;
+        }
+        None => {
+            std::io::stdin()
+                .read_to_string(&mut pass)
+                .context("reading the passphrase from stdin")?;
+        }
+    }
+    Ok(Zeroizing::new(
+        pass.lines().next().unwrap_or("").to_string(),
+    ))
+}
+
+fn generate_key(
+    prefix: &std::path::Path,
+    passphrase: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let pass = read_passphrase(passphrase)?;
+    let key = image_rs::signature::SigningKey::generate_p256();
+    let with = |ext: &str| {
+        let mut p = prefix.as_os_str().to_owned();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (private, public) = (with(".private"), with(".pub"));
+    for p in [&private, &public] {
+        if p.exists() {
+            bail!("{} exists; not overwriting it", p.display());
+        }
+    }
+    std::fs::write(&private, key.to_encrypted_pem(pass.as_bytes())?)
+        .with_context(|| format!("writing {}", private.display()))?;
+    std::fs::write(&public, key.public_key_pem()?)
+        .with_context(|| format!("writing {}", public.display()))?;
+    println!("{}\n{}", private.display(), public.display());
+    Ok(())
+}
+
+fn load_signing_key(
+    key: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> anyhow::Result<image_rs::signature::SigningKey> {
+    let pem = Zeroizing::new(
+        std::fs::read(key).with_context(|| format!("reading the signing key {}", key.display()))?,
+    );
+    let line = read_passphrase(passphrase_file)?;
+    image_rs::signature::SigningKey::from_encrypted_pem(&pem, line.as_bytes())
+        .with_context(|| format!("--sign-by-sigstore-private-key {}", key.display()))
+}
+
+fn registry_client(a: &RegistryArgs) -> anyhow::Result<Arc<RegistryClient>> {
+    let credentials = match &a.auth_file {
+        Some(f) => Credentials::from_auth_file(f)?,
+        None => Credentials::from_default_files()?,
+    };
+    Ok(Arc::new(RegistryClient::new(RegistryConfig {
+        plain_http: a.plain_http,
+        ca_files: a.ca_files.clone(),
+        credentials,
+        ..RegistryConfig::default()
+    })?))
+}
+
+async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let reference: Reference = a.reference.parse()?;
+    let Some(verifier) = load_verifier(&a.policy, a.key_provider_dir.as_deref())? else {
+        bail!("verify needs --policy FILE");
+    };
+    let client = registry_client(&a.registry)?;
+    // No store is touched: a throwaway one satisfies the Puller type.
+    let scratch = tempdir_store()?;
+    let accepted = Puller::new(client, Store::open(scratch.path())?)
+        .check_signatures(&reference, &verifier)
+        .await
+        .with_context(|| format!("verifying {reference}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&accepted)?);
+    } else {
+        println!(
+            "accepted {} (manifest {}) under {}",
+            accepted.image, accepted.digest, accepted.scope
+        );
+        for r in &accepted.requirements {
+            println!("  {r}");
+        }
+    }
+    Ok(())
+}
+
+/// A private temporary directory removed on drop.
+struct TempDir(PathBuf);
+impl TempDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir_store() -> anyhow::Result<TempDir> {
+    let p = std::env::temp_dir().join(format!(
+        "image-rs-verify-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(TempDir(p))
+}
+
+async fn referrers(a: ReferrersArgs) -> anyhow::Result<()> {
+    let reference: Reference = a.reference.parse()?;
+    let client = registry_client(&a.registry)?;
+    let scratch = tempdir_store()?;
+    let puller = Puller::new(client.clone(), Store::open(scratch.path())?);
+    let digest = puller
+        .manifest_digest(&reference)
+        .await
+        .with_context(|| format!("resolving {reference}"))?;
+    let list = image_rs::signature::referrers::list(
+        &client,
+        &reference,
+        &digest,
+        a.artifact_type.as_deref(),
+    )
+    .await
+    .with_context(|| format!("listing referrers of {reference}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    eprintln!(
+        "{} referrer(s) of {reference} ({digest}) from {}",
+        list.manifests.len(),
+        match list.source {
+            image_rs::signature::referrers::ReferrersSource::Api => "the referrers API",
+            image_rs::signature::referrers::ReferrersSource::FallbackTag => "the fallback tag",
+            image_rs::signature::referrers::ReferrersSource::None => "nowhere (none found)",
+        }
+    );
+    println!(
+        "{:<72} {:<45} {:>8}  ANNOTATIONS",
+        "DIGEST", "ARTIFACT TYPE", "SIZE"
+    );
+    for m in &list.manifests {
+        let ann = m
+            .annotations
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        println!(
+            "{:<72} {:<45} {:>8}  {ann}",
+            m.digest.to_string(),
+            m.artifact_type.as_deref().unwrap_or("-"),
+            m.size
+        );
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ use crate::platform::Platform;
 use crate::progress::{NoProgress, ProgressEvent, ProgressSink};
 use crate::reference::Reference;
 use crate::registry::{BlobSummary, Chunk, RegistryClient};
+use crate::signature::{Accepted, SignatureVerifier};
 use crate::store::{ImageRecord, LayerRecord, Store, TempPath};
 use crate::unpack::{merge, LayerUnpacker, Limits, UnpackError, UnpackStats};
 
@@ -53,6 +54,9 @@ pub struct PullOptions {
     /// Keys for encrypted layers (private keys for JWE recipients, a key
     /// provider for Confidential Containers packets).
     pub decryption: Arc<DecryptionKeys>,
+    /// Signature policy checked after the manifest is resolved and before
+    /// any layer is fetched; `None` accepts unsigned images (no policy).
+    pub signature: Option<Arc<SignatureVerifier>>,
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -62,6 +66,7 @@ impl std::fmt::Debug for PullOptions {
             .field("platform", &self.platform)
             .field("max_concurrent", &self.max_concurrent)
             .field("limits", &self.limits)
+            .field("signature", &self.signature)
             .finish()
     }
 }
@@ -75,6 +80,7 @@ impl Default for PullOptions {
             limits: Limits::default(),
             progress: Arc::new(NoProgress),
             decryption: Arc::new(DecryptionKeys::default()),
+            signature: None,
         }
     }
 }
@@ -186,6 +192,23 @@ impl Puller {
         Ok((bytes, ct, actual))
     }
 
+    /// The digest of the top-level manifest `r` names (verified against a
+    /// pinned digest), fetching nothing else.
+    pub async fn manifest_digest(&self, r: &Reference) -> Result<Digest, Error> {
+        Ok(self.manifest_bytes(r, r.digest()).await?.2)
+    }
+
+    /// Checks `r` against a signature policy without fetching any blob:
+    /// only the top-level manifest (to learn its digest) and the signatures.
+    pub async fn check_signatures(
+        &self,
+        r: &Reference,
+        verifier: &SignatureVerifier,
+    ) -> Result<Accepted, Error> {
+        let (_, _, digest) = self.manifest_bytes(r, r.digest()).await?;
+        Ok(verifier.check(&self.client, r, &digest).await?)
+    }
+
     /// Resolves a reference to a verified manifest and config, choosing the
     /// platform from an index. Uses the store when the digest is known.
     pub async fn resolve(
@@ -281,6 +304,14 @@ impl Puller {
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
         let img = self.resolve(r, opts.platform.as_ref()).await?;
+        // Origin before anything else: a refused image costs no layer fetch
+        // and leaves the store as it was. The signed digest is the top-level
+        // one (the index for a multi-platform image), as skopeo signs it.
+        if let Some(v) = &opts.signature {
+            let top = img.index_digest.as_ref().unwrap_or(&img.manifest_digest);
+            let accepted = v.check(&self.client, r, top).await?;
+            tracing::info!(image = %r, scope = %accepted.scope, accepted = ?accepted.requirements, "signature policy accepted the image");
+        }
         opts.progress.event(&ProgressEvent::Resolved {
             manifest: img.manifest_digest.clone(),
             layers: img.manifest.layers.len(),

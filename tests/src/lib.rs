@@ -40,4 +40,5 @@ pub mod proxy;
 pub mod push;
 pub mod raw;
 pub mod registry;
+pub mod signing;
 pub mod tar_builder;

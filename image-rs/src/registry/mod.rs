@@ -798,6 +798,82 @@ impl RegistryClient {
     }
 }
 
+impl RegistryClient {
+    /// GETs `path` under `/v2/<repo>/` (a tag manifest, the referrers API),
+    /// capped at `cap` bytes. `Ok(None)` when the registry answers 404 (no
+    /// such tag, or no such API). Used by the signature checks.
+    pub async fn get_optional(
+        &self,
+        r: &Reference,
+        path: &str,
+        accept: &str,
+        cap: u64,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, Error> {
+        let action = format!("fetching {path} of");
+        let accept = HeaderValue::from_str(accept)
+            .map_err(|_| Error::Internal(format!("bad Accept header {accept:?}")))?;
+        let resp = self
+            .send(r, Method::GET, path, &[(ACCEPT, accept)], &action)
+            .await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let body = read_capped(resp, 4096).await.unwrap_or_default();
+            return Err(Self::status_error(r, &action, path, status, &body));
+        }
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_capped(resp, cap).await.map_err(|e| Error::Manifest {
+            what: format!("{path} of {r}"),
+            reason: e,
+        })?;
+        Ok(Some((body, ct)))
+    }
+
+    /// GETs an absolute `http(s)://` URL outside the registry API (lookaside
+    /// signature storage), without credentials, capped at `cap` bytes.
+    /// `Ok(None)` on 404.
+    pub async fn get_url_optional(&self, url: &str, cap: u64) -> Result<Option<Vec<u8>>, Error> {
+        let action = "fetching".to_string();
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| Error::Transport {
+                action: action.clone(),
+                url: url.to_string(),
+                detail: chain(&e),
+            })?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(Error::Registry {
+                action,
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: String::new(),
+                hint: "",
+            });
+        }
+        read_capped(resp, cap)
+            .await
+            .map(Some)
+            .map_err(|e| Error::Transport {
+                action,
+                url: url.to_string(),
+                detail: e,
+            })
+    }
+}
+
 /// What one blob download took.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct BlobStats {
