@@ -60,6 +60,10 @@ pub struct AgentConfig {
     /// after attestation (`agent.image_decryption_keys`, comma separated):
     /// the guest holds them only in memory, the host never sees them.
     pub image_decryption_keys: Vec<String>,
+    /// A `containers-policy.json(5)` file in the guest image every pulled
+    /// image is checked against (`agent.image_policy_file`), when initdata
+    /// carries no image policy.
+    pub image_policy_file: Option<PathBuf>,
     /// The TOML file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// Other `agent.*` kernel parameters, without the `agent.` prefix.
@@ -79,6 +83,7 @@ impl Default for AgentConfig {
             aa_kbc_params: None,
             image_pull_timeout: DEFAULT_IMAGE_PULL_TIMEOUT,
             image_decryption_keys: Vec::new(),
+            image_policy_file: None,
             config_file: None,
             extra_params: BTreeMap::new(),
         }
@@ -213,6 +218,7 @@ struct FileConfig {
     aa_kbc_params: Option<String>,
     image_pull_timeout: Option<u64>,
     image_decryption_keys: Option<Vec<String>>,
+    image_policy_file: Option<PathBuf>,
 }
 
 /// The development environment variables the agent honours.
@@ -343,6 +349,9 @@ impl AgentConfig {
         if let Some(v) = &file.image_decryption_keys {
             self.image_decryption_keys = v.clone();
         }
+        if let Some(v) = &file.image_policy_file {
+            self.image_policy_file = Some(v.clone());
+        }
         Ok(())
     }
 
@@ -354,6 +363,7 @@ impl AgentConfig {
                 "log" => self.log_level = parse_level(SRC, value)?,
                 "image_registry_auth" => self.image_registry_auth = Some(value.clone()),
                 "aa_kbc_params" => self.aa_kbc_params = Some(value.clone()),
+                "image_policy_file" => self.image_policy_file = Some(PathBuf::from(value)),
                 "image_decryption_keys" => {
                     self.image_decryption_keys = value
                         .split(',')

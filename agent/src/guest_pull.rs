@@ -23,7 +23,7 @@ use image_rs::{Credentials, RegistryConfig};
 use tracing::{error, info, warn};
 
 use crate::config::AgentConfig;
-use crate::container::image::ImageService;
+use crate::container::image::{ImagePolicy, ImageService};
 
 /// The `agent.tee` parameter (key without the prefix) naming the TEE
 /// (`auto`, `snp`, `tdx`, `sample`).
@@ -41,6 +41,85 @@ pub enum StartupError {
     /// `agent.tee` is not a TEE name.
     #[error("agent.{TEE_PARAM}: {0}")]
     Tee(String),
+    /// The image signature policy is unreadable or invalid: the agent does
+    /// not start rather than accept every image.
+    #[error("the image signature policy from {origin}: {reason}")]
+    ImagePolicy {
+        /// Initdata's entry or the file.
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The initdata entry holding the image signature policy
+/// (`containers-policy.json(5)`).
+pub const IMAGE_POLICY_KEY: &str = "image-policy.json";
+/// The initdata entry holding a `registries.d` document (lookaside storage
+/// of GPG simple signatures).
+pub const REGISTRIES_D_KEY: &str = "registries.d.yaml";
+
+/// The guest's image signature policy: initdata `image-policy.json`, else
+/// initdata `cdh.toml` `[image] image_security_policy_uri` (a `kbs:///`
+/// resource, as Confidential Containers names it), else
+/// `agent.image_policy_file`, else none (logged as a warning). A policy
+/// that is there but unreadable stops the agent.
+pub fn image_policy(
+    config: &AgentConfig,
+    initdata: Option<&InitData>,
+) -> Result<ImagePolicy, StartupError> {
+    let bad = |origin: &str, reason: String| StartupError::ImagePolicy {
+        origin: origin.to_string(),
+        reason,
+    };
+    let registries_d = match initdata.and_then(|d| d.data(REGISTRIES_D_KEY)) {
+        Some(y) => Some(
+            image_rs::signature::RegistriesD::from_yaml(y.as_bytes())
+                .map_err(|e| bad(&format!("initdata {REGISTRIES_D_KEY}"), e.to_string()))?,
+        ),
+        None => None,
+    };
+    let inline = |policy: image_rs::SignaturePolicy, origin: String| {
+        info!(origin, "image signature policy loaded");
+        ImagePolicy::Inline {
+            policy,
+            registries_d: registries_d.clone(),
+            origin,
+        }
+    };
+    if let Some(json) = initdata.and_then(|d| d.data(IMAGE_POLICY_KEY)) {
+        let origin = format!("initdata {IMAGE_POLICY_KEY}");
+        let policy = image_rs::SignaturePolicy::from_json(json.as_bytes())
+            .map_err(|e| bad(&origin, e.to_string()))?;
+        return Ok(inline(policy, origin));
+    }
+    if let Some(cdh) = initdata.and_then(|d| d.data(initdata::CDH_CONFIG_KEY)) {
+        let origin = format!("initdata {}", initdata::CDH_CONFIG_KEY);
+        let doc: toml::Table = toml::from_str(cdh).map_err(|e| bad(&origin, e.to_string()))?;
+        let uri = doc
+            .get("image")
+            .and_then(|i| i.get("image_security_policy_uri"))
+            .and_then(toml::Value::as_str)
+            .filter(|u| !u.is_empty());
+        if let Some(uri) = uri {
+            if !uri.starts_with("kbs:///") {
+                return Err(bad(
+                    &origin,
+                    format!("image_security_policy_uri {uri:?} is not a kbs:/// resource"),
+                ));
+            }
+            info!(policy = uri, "image signature policy comes from the KBS");
+            return Ok(ImagePolicy::Kbs(uri.to_string()));
+        }
+    }
+    if let Some(path) = &config.image_policy_file {
+        let origin = path.display().to_string();
+        let policy =
+            image_rs::SignaturePolicy::from_file(path).map_err(|e| bad(&origin, e.to_string()))?;
+        return Ok(inline(policy, origin));
+    }
+    warn!("no image signature policy: images are accepted without signatures (set initdata image-policy.json)");
+    Ok(ImagePolicy::None)
 }
 
 /// The KBS URL from `agent.aa_kbc_params` (`cc_kbc::URL`, or a bare URL).
@@ -142,8 +221,13 @@ pub fn attestation(
     }
 }
 
-/// The image service of an agent with `config`, decrypting with `kbs`.
-pub fn image_service(config: &AgentConfig, kbs: Option<Arc<KbsClient>>) -> ImageService {
+/// The image service of an agent with `config`, decrypting with `kbs`,
+/// checking images against `policy`.
+pub fn image_service(
+    config: &AgentConfig,
+    kbs: Option<Arc<KbsClient>>,
+    policy: ImagePolicy,
+) -> ImageService {
     let mut registry = RegistryConfig::default();
     if let Some(auth) = &config.image_registry_auth {
         match Credentials::from_auth_file(Path::new(auth.strip_prefix("file://").unwrap_or(auth))) {
@@ -162,4 +246,86 @@ pub fn image_service(config: &AgentConfig, kbs: Option<Arc<KbsClient>>) -> Image
         config.image_pull_timeout,
     )
     .with_remote_private_keys(config.image_decryption_keys.clone())
+    .with_image_policy(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn initdata(entries: &[(&str, &str)]) -> InitData {
+        let mut toml = String::from("version = \"0.1.0\"\nalgorithm = \"sha256\"\n[data]\n");
+        for (k, v) in entries {
+            toml.push_str(&format!("\"{k}\" = '''\n{v}'''\n"));
+        }
+        InitData::parse(toml.as_bytes(), "test").expect("test initdata")
+    }
+
+    const ACCEPT: &str = r#"{"default":[{"type":"insecureAcceptAnything"}]}"#;
+
+    #[test]
+    fn image_policy_sources_in_order() {
+        let config = AgentConfig::default();
+        assert!(matches!(
+            image_policy(&config, None).unwrap(),
+            ImagePolicy::None
+        ));
+        let d = initdata(&[
+            (IMAGE_POLICY_KEY, ACCEPT),
+            (
+                "cdh.toml",
+                "[image]\nimage_security_policy_uri = \"kbs:///default/security-policy/test\"\n",
+            ),
+        ]);
+        assert!(matches!(
+            image_policy(&config, Some(&d)).unwrap(),
+            ImagePolicy::Inline { .. }
+        ));
+        let d = initdata(&[(
+            "cdh.toml",
+            "[image]\nimage_security_policy_uri = \"kbs:///default/security-policy/test\"\n",
+        )]);
+        match image_policy(&config, Some(&d)).unwrap() {
+            ImagePolicy::Kbs(uri) => assert_eq!(uri, "kbs:///default/security-policy/test"),
+            other => panic!("{other:?}"),
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.json");
+        std::fs::write(&file, ACCEPT).unwrap();
+        let config = AgentConfig {
+            image_policy_file: Some(file),
+            ..AgentConfig::default()
+        };
+        assert!(matches!(
+            image_policy(&config, None).unwrap(),
+            ImagePolicy::Inline { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unusable_image_policy_is_an_error_never_an_accept() {
+        let config = AgentConfig::default();
+        for d in [
+            initdata(&[(IMAGE_POLICY_KEY, "{")]),
+            initdata(&[(IMAGE_POLICY_KEY, r#"{"default":[{"type":"maybe"}]}"#)]),
+            initdata(&[(
+                "cdh.toml",
+                "[image]\nimage_security_policy_uri = \"file:///etc/policy.json\"\n",
+            )]),
+            initdata(&[
+                (IMAGE_POLICY_KEY, ACCEPT),
+                (REGISTRIES_D_KEY, "unknown: 1\n"),
+            ]),
+        ] {
+            let e = image_policy(&config, Some(&d)).unwrap_err();
+            assert!(matches!(e, StartupError::ImagePolicy { .. }), "{e}");
+        }
+        let config = AgentConfig {
+            image_policy_file: Some("/nonexistent/policy.json".into()),
+            ..AgentConfig::default()
+        };
+        let e = image_policy(&config, None).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/policy.json"), "{e}");
+    }
 }

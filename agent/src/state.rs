@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::AgentConfig;
+use crate::container::image::ImagePolicy;
 use crate::container::reaper::Reaper;
 use crate::container::runtime::HelperRuntime;
 use crate::container::Containers;
@@ -46,8 +47,19 @@ impl AgentState {
         policy: Policy,
         kbs: Option<Arc<attestation::kbs::KbsClient>>,
     ) -> Self {
+        Self::with_guest_pull(config, policy, kbs, ImagePolicy::None)
+    }
+
+    /// State whose guest pulls get keys from `kbs` and check images against
+    /// `image_policy` (see [`crate::guest_pull::image_policy`]).
+    pub fn with_guest_pull(
+        config: AgentConfig,
+        policy: Policy,
+        kbs: Option<Arc<attestation::kbs::KbsClient>>,
+        image_policy: ImagePolicy,
+    ) -> Self {
         let reaper = Reaper::new();
-        let images = Arc::new(crate::guest_pull::image_service(&config, kbs));
+        let images = Arc::new(crate::guest_pull::image_service(&config, kbs, image_policy));
         let containers = Arc::new(Containers::new(
             config.state_dir.join("containers"),
             Arc::new(HelperRuntime {

@@ -157,9 +157,17 @@ struct InitData {
 
 impl InitData {
     fn write(dir: &Path, kbs_url: &str) -> InitData {
-        let text = format!(
+        Self::write_with(dir, kbs_url, &[])
+    }
+
+    /// Initdata with more `[data]` entries (name, text).
+    fn write_with(dir: &Path, kbs_url: &str, extra: &[(&str, &str)]) -> InitData {
+        let mut text = format!(
             "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"{kbs_url}\"\n'''\n\"policy.rego\" = '''\n{POLICY}'''\n"
         );
+        for (name, value) in extra {
+            text.push_str(&format!("\"{name}\" = '''\n{value}'''\n"));
+        }
         let file = dir.join("initdata.toml");
         std::fs::write(&file, &text).expect("write initdata");
         let mut field = Sha384::digest(text.as_bytes()).to_vec();
@@ -404,4 +412,82 @@ fn an_agent_given_tampered_initdata_refuses_to_start() {
         "the log should say why: {}",
         failure.log
     );
+}
+
+#[test]
+fn images_must_be_signed_when_the_pod_says_so() {
+    let mut pod = Pod::new("allow-all");
+    let images = &pod.images;
+    // The pod owner's signing key; its public half is a KBS resource.
+    let keys = tempfile::tempdir().unwrap();
+    let pass = keys.path().join("pass");
+    std::fs::write(&pass, "pod owner passphrase\n").unwrap();
+    let prefix = keys.path().join("owner");
+    cmd::run(
+        Command::new(workspace_bin("image-rs"))
+            .arg("generate-sigstore-key")
+            .arg("--output-prefix")
+            .arg(&prefix)
+            .arg("--passphrase-file")
+            .arg(&pass),
+    );
+    let public = std::fs::read(keys.path().join("owner.pub")).unwrap();
+    pod.kbs.put_resource("default/cosign-key/owner", &public);
+    // The plain image, signed, under another tag.
+    let signed = images.plain.replace(":plain", ":signed");
+    cmd::run(
+        Command::new(workspace_bin("image-rs"))
+            .arg("copy")
+            .arg(format!("docker://{}", images.plain))
+            .arg(format!("docker://{signed}"))
+            .arg("--sign-by-sigstore-private-key")
+            .arg(keys.path().join("owner.private"))
+            .arg("--sign-passphrase-file")
+            .arg(&pass),
+    );
+    // Initdata: images from this registry must carry the owner's signature.
+    let policy = format!(
+        r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{}/pod":[{{"type":"sigstoreSigned","keyPath":"kbs:///default/cosign-key/owner"}}]}}}}}}"#,
+        images.registry.addr()
+    );
+    pod.initdata = InitData::write_with(
+        pod.dir.path(),
+        pod.kbs.url(),
+        &[("image-policy.json", &policy)],
+    );
+    let agent = pod.start_agent();
+
+    run_motd(&agent, &signed);
+    let err = run_fails(&agent, &pod.images.plain);
+    assert!(
+        err.contains("sigstoreSigned") && err.contains("/pod"),
+        "the error should name the requirement and the scope: {err}"
+    );
+    // Outside the policy's scopes the default rejects.
+    let other = pod.images.plain.replace("/pod/", "/other/");
+    cmd::run(
+        Command::new(workspace_bin("image-rs"))
+            .arg("copy")
+            .arg(format!("docker://{}", pod.images.plain))
+            .arg(format!("docker://{other}")),
+    );
+    let err = run_fails(&agent, &other);
+    assert!(err.contains("reject"), "{err}");
+
+    // A pod whose initdata policy is not JSON does not start.
+    pod.initdata = InitData::write_with(
+        pod.dir.path(),
+        pod.kbs.url(),
+        &[("image-policy.json", "{not json")],
+    );
+    drop(agent);
+    let failure = match GuestAgent::try_start(agent_options(
+        &pod.dir.path().join("agent-bad-policy"),
+        &pod.initdata,
+    )) {
+        Ok(a) => panic!("started with an unreadable image policy:\n{}", a.log()),
+        Err(f) => f,
+    };
+    assert!(failure.status.is_some_and(|s| !s.success()));
+    assert!(failure.log.contains("image-policy.json"), "{}", failure.log);
 }

@@ -126,6 +126,8 @@ async fn run(config: AgentConfig, initdata_file: Option<PathBuf>) -> anyhow::Res
     // Refuses to start when initdata does not match the TEE's launch field.
     let kbs = agent::guest_pull::attestation(&config, initdata.as_ref())
         .context("initdata and attestation")?;
+    let image_policy = agent::guest_pull::image_policy(&config, initdata.as_ref())
+        .context("the image signature policy")?;
     let initdata_policy = initdata.as_ref().and_then(|d| d.policy_rego());
     let policy = match (initdata_policy, &config.policy_file) {
         (Some(rego), _) => {
@@ -149,7 +151,12 @@ async fn run(config: AgentConfig, initdata_file: Option<PathBuf>) -> anyhow::Res
         .with_context(|| format!("creating the state dir {}", config.state_dir.display()))?;
 
     let addr = config.server_addr.clone();
-    let state = Arc::new(AgentState::with_kbs(config, policy, kbs));
+    let state = Arc::new(AgentState::with_guest_pull(
+        config,
+        policy,
+        kbs,
+        image_policy,
+    ));
     state
         .reaper
         .spawn()

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use image_rs::ocicrypt::keys::PrivateKey;
 use image_rs::ocicrypt::layer::DecryptionKeys;
+use image_rs::signature::RegistriesD;
 use image_rs::{Layout, PullOptions, Puller, Reference, RegistryClient, RegistryConfig, Store};
+use image_rs::{SignaturePolicy, SignatureVerifier};
 use tracing::info;
 
 use super::spec::ImageDefaults;
@@ -25,6 +27,31 @@ use super::ContainerError;
 
 /// The storage driver name of a guest pull.
 pub const DRIVER_IMAGE_GUEST_PULL: &str = "image_guest_pull";
+
+/// Where the guest's image signature policy comes from. The host cannot
+/// change it: it is part of the measured initdata, of the guest image, or a
+/// KBS resource released only after attestation.
+#[derive(Debug, Clone, Default)]
+pub enum ImagePolicy {
+    /// No policy: every image is accepted (the agent warns at start).
+    #[default]
+    None,
+    /// A policy read at start (initdata `image-policy.json`, or
+    /// `agent.image_policy_file`), with the lookaside configuration for
+    /// simple signing if one was given (initdata `registries.d.yaml`).
+    Inline {
+        /// The policy.
+        policy: SignaturePolicy,
+        /// `registries.d` for GPG lookaside signatures.
+        registries_d: Option<RegistriesD>,
+        /// Where it came from, for logs.
+        origin: String,
+    },
+    /// A `kbs:///` resource (CoCo's `image_security_policy_uri`), fetched
+    /// after attestation at the first pull; until it is fetched, no image
+    /// pulls (an unavailable policy never means "accept").
+    Kbs(String),
+}
 
 /// Pulls images for containers.
 #[derive(Debug)]
@@ -37,6 +64,9 @@ pub struct ImageService {
     remote_keys: Vec<String>,
     /// `keys` plus the fetched private keys, once fetched.
     fetched: tokio::sync::Mutex<Option<Arc<DecryptionKeys>>>,
+    /// The signature policy's source, and the verifier once built.
+    image_policy: ImagePolicy,
+    verifier: tokio::sync::Mutex<Option<Arc<SignatureVerifier>>>,
     timeout: Duration,
 }
 
@@ -77,8 +107,64 @@ impl ImageService {
             keys,
             remote_keys: Vec::new(),
             fetched: tokio::sync::Mutex::new(None),
+            image_policy: ImagePolicy::None,
+            verifier: tokio::sync::Mutex::new(None),
             timeout,
         }
+    }
+
+    /// Checks every pulled image against `policy` before any layer is
+    /// fetched (see [`ImagePolicy`]).
+    pub fn with_image_policy(mut self, policy: ImagePolicy) -> Self {
+        self.image_policy = policy;
+        self
+    }
+
+    /// The signature verifier for the next pull (`None`: no policy). A KBS
+    /// policy is fetched here the first time; a failure fails the pull and
+    /// is tried again at the next one.
+    async fn verifier(&self) -> Result<Option<Arc<SignatureVerifier>>, ContainerError> {
+        let mut cached = self.verifier.lock().await;
+        if let Some(v) = cached.as_ref() {
+            return Ok(Some(Arc::clone(v)));
+        }
+        let (policy, registries_d) = match &self.image_policy {
+            ImagePolicy::None => return Ok(None),
+            ImagePolicy::Inline {
+                policy,
+                registries_d,
+                ..
+            } => (policy.clone(), registries_d.clone()),
+            ImagePolicy::Kbs(uri) => {
+                let err = |why: String| {
+                    ContainerError::Pull(format!(
+                        "the image signature policy {uri} could not be fetched, so no image is accepted: {why}"
+                    ))
+                };
+                let provider = self
+                    .keys
+                    .provider
+                    .as_ref()
+                    .ok_or_else(|| err("no KBS is configured".into()))?;
+                let bytes = provider
+                    .get_kek(uri)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                let policy = SignaturePolicy::from_json(&bytes).map_err(|e| err(e.to_string()))?;
+                info!(policy = %uri, "image signature policy fetched from the KBS");
+                (policy, None)
+            }
+        };
+        let mut v = SignatureVerifier::new(policy);
+        if let Some(p) = &self.keys.provider {
+            v = v.with_key_provider(Arc::clone(p));
+        }
+        if let Some(r) = registries_d {
+            v = v.with_registries_d(r);
+        }
+        let v = Arc::new(v);
+        *cached = Some(Arc::clone(&v));
+        Ok(Some(v))
     }
 
     /// Adds private keys for JWE recipients, named as `kbs:///` resources
@@ -158,6 +244,7 @@ impl ImageService {
         let opts = PullOptions {
             layout: Layout::Overlay,
             decryption: keys,
+            signature: self.verifier().await?,
             ..PullOptions::default()
         };
         tokio::time::timeout(self.timeout, self.puller()?.pull(reference, rootfs, &opts))
