@@ -40,6 +40,10 @@ pub struct RegistryConfig {
     /// Use plain HTTP for every registry (loopback registries may use it
     /// without this: HTTPS is tried first, then HTTP).
     pub plain_http: bool,
+    /// Registries (`host[:port]`, as in references) reached over plain
+    /// HTTP only, e.g. a host's registry behind a VMM's user-mode network;
+    /// every other registry keeps HTTPS. Content is still verified by digest.
+    pub insecure_registries: Vec<String>,
     /// Extra PEM CA certificates to trust (self-signed registries).
     pub ca_files: Vec<PathBuf>,
     /// Credentials for registries that ask.
@@ -56,6 +60,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             plain_http: false,
+            insecure_registries: Vec::new(),
             ca_files: Vec::new(),
             credentials: Credentials::anonymous(),
             connect_timeout: Duration::from_secs(10),
@@ -173,8 +178,18 @@ impl RegistryClient {
         &self.config
     }
 
+    /// Whether `r`'s registry is reached over plain HTTP only.
+    fn plain_http_for(&self, r: &Reference) -> bool {
+        self.config.plain_http
+            || self
+                .config
+                .insecure_registries
+                .iter()
+                .any(|h| h == r.registry() || h == r.api_host())
+    }
+
     fn schemes_to_try(&self, r: &Reference) -> Vec<&'static str> {
-        if self.config.plain_http {
+        if self.plain_http_for(r) {
             return vec!["http"];
         }
         if let Some(s) = self
@@ -391,7 +406,7 @@ impl RegistryClient {
         let mut url = reqwest::Url::parse(realm)
             .map_err(|e| auth_err(format!("token realm {realm:?} is not a URL: {e}")))?;
         if url.scheme() != "https"
-            && !(url.scheme() == "http" && (self.config.plain_http || r.is_loopback()))
+            && !(url.scheme() == "http" && (self.plain_http_for(r) || r.is_loopback()))
         {
             return Err(auth_err(format!("token realm {realm:?} is not HTTPS")));
         }
@@ -675,7 +690,7 @@ impl RegistryClient {
 
 impl RegistryClient {
     fn base_url(&self, r: &Reference) -> String {
-        let scheme = if self.config.plain_http {
+        let scheme = if self.plain_http_for(r) {
             "http"
         } else {
             self.schemes
@@ -942,6 +957,22 @@ mod tests {
             }
         });
         (port, seen)
+    }
+
+    #[test]
+    fn insecure_registries_are_plain_http_and_only_they() {
+        let client = RegistryClient::new(RegistryConfig {
+            insecure_registries: vec!["10.0.2.100:5000".into()],
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let insecure: Reference = "10.0.2.100:5000/team/app:v1".parse().unwrap();
+        let other: Reference = "10.0.2.100:5001/team/app:v1".parse().unwrap();
+        let remote: Reference = "registry.example/team/app:v1".parse().unwrap();
+        assert_eq!(client.schemes_to_try(&insecure), ["http"]);
+        assert_eq!(client.base_url(&insecure), "http://10.0.2.100:5000");
+        assert_eq!(client.schemes_to_try(&other), ["https"]);
+        assert_eq!(client.base_url(&remote), "https://registry.example");
     }
 
     #[tokio::test]
