@@ -64,6 +64,11 @@ pub struct AgentConfig {
     /// image is checked against (`agent.image_policy_file`), when initdata
     /// carries no image policy.
     pub image_policy_file: Option<PathBuf>,
+    /// Registries (`host:port`) the guest may pull from over plain HTTP
+    /// (`agent.image_insecure_registries`, comma separated), e.g. the host's
+    /// registry reached through the VMM's user-mode network. Image content
+    /// is still verified by digest; only the transport is unencrypted.
+    pub image_insecure_registries: Vec<String>,
     /// The TOML file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// Other `agent.*` kernel parameters, without the `agent.` prefix.
@@ -84,6 +89,7 @@ impl Default for AgentConfig {
             image_pull_timeout: DEFAULT_IMAGE_PULL_TIMEOUT,
             image_decryption_keys: Vec::new(),
             image_policy_file: None,
+            image_insecure_registries: Vec::new(),
             config_file: None,
             extra_params: BTreeMap::new(),
         }
@@ -219,6 +225,7 @@ struct FileConfig {
     image_pull_timeout: Option<u64>,
     image_decryption_keys: Option<Vec<String>>,
     image_policy_file: Option<PathBuf>,
+    image_insecure_registries: Option<Vec<String>>,
 }
 
 /// The development environment variables the agent honours.
@@ -346,6 +353,9 @@ impl AgentConfig {
         if let Some(v) = file.image_pull_timeout {
             self.image_pull_timeout = Duration::from_secs(v);
         }
+        if let Some(v) = &file.image_insecure_registries {
+            self.image_insecure_registries = v.clone();
+        }
         if let Some(v) = &file.image_decryption_keys {
             self.image_decryption_keys = v.clone();
         }
@@ -363,6 +373,14 @@ impl AgentConfig {
                 "log" => self.log_level = parse_level(SRC, value)?,
                 "image_registry_auth" => self.image_registry_auth = Some(value.clone()),
                 "aa_kbc_params" => self.aa_kbc_params = Some(value.clone()),
+                "image_insecure_registries" => {
+                    self.image_insecure_registries = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|r| !r.is_empty())
+                        .map(String::from)
+                        .collect();
+                }
                 "image_policy_file" => self.image_policy_file = Some(PathBuf::from(value)),
                 "image_decryption_keys" => {
                     self.image_decryption_keys = value
@@ -463,6 +481,27 @@ mod tests {
             Some("3")
         );
         assert!(!cfg.extra_params.contains_key("unified_cgroup_hierarchy"));
+    }
+
+    #[test]
+    fn insecure_registries_from_cmdline_and_file() {
+        let cmdline = "agent.image_insecure_registries=10.0.2.100:5000,,registry.local ";
+        let cfg =
+            AgentConfig::load(Some(cmdline), &EnvVars::default(), &Overrides::default()).unwrap();
+        assert_eq!(
+            cfg.image_insecure_registries,
+            ["10.0.2.100:5000", "registry.local"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("agent.toml");
+        std::fs::write(&file, "image_insecure_registries = [\"r:5000\"]\n").unwrap();
+        let flags = Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let cfg = AgentConfig::load(None, &EnvVars::default(), &flags).unwrap();
+        assert_eq!(cfg.image_insecure_registries, ["r:5000"]);
+        assert!(!cfg.extra_params.contains_key("image_insecure_registries"));
     }
 
     #[test]

@@ -235,6 +235,13 @@ pub fn image_service(
             Err(e) => warn!(error = %e, "agent.image_registry_auth: pulling anonymously"),
         }
     }
+    if !config.image_insecure_registries.is_empty() {
+        warn!(
+            registries = ?config.image_insecure_registries,
+            "agent.image_insecure_registries: these registries are reached over plain HTTP"
+        );
+        registry.insecure_registries = config.image_insecure_registries.clone();
+    }
     let keys = DecryptionKeys {
         private_keys: vec![],
         provider: kbs.map(|c| Arc::new(KbsKeyProvider::new(c)) as _),

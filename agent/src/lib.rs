@@ -20,9 +20,10 @@
 //! | [`addr`] | `unix:///path`, `unix://@name`, `vsock://CID:PORT` addresses |
 //! | [`container`] | containers: guest image pull, bundle, libcontainer, processes, stdio, reaping |
 //! | [`copy_file`] | CopyFile: confined writes below the shared directory |
-//! | [`netlink`] | read-only rtnetlink dumps of links, addresses and routes |
+//! | [`netlink`] | rtnetlink: dumps of links, addresses and routes; link, address and route changes |
 //! | [`guest_pull`] | guest image pull settings: store, registry credentials, KBS keys |
 //! | [`guest`] | facts about the guest the host asks for (memory block size, ...) |
+//! | [`init`] | the agent as the VM's init (PID 1): root switch, mounts, modules, power-off |
 //! | [`clock`] | setting the guest's wall clock |
 //! | [`metrics`] | per-method counters and process figures in Prometheus text |
 //! | [`state`] | what every RPC handler shares |
@@ -36,6 +37,7 @@ pub mod container;
 pub mod copy_file;
 pub mod guest;
 pub mod guest_pull;
+pub mod init;
 pub mod logging;
 pub mod methods;
 pub mod metrics;

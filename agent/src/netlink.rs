@@ -1,10 +1,11 @@
-//! Read-only rtnetlink dumps of the guest's links, addresses and routes, for
-//! ListInterfaces and ListRoutes.
+//! rtnetlink for the guest's network: dumps of links, addresses and routes
+//! (ListInterfaces, ListRoutes) and the changes UpdateInterface and
+//! UpdateRoutes make (link up and MTU, addresses, routes).
 //!
-//! A small hand-written client: one `NETLINK_ROUTE` socket per dump, one
-//! `RTM_GET*` request with `NLM_F_DUMP`, replies parsed from bytes with bounds
-//! checks only (no unsafe, no dependency). Changing the network (Update*) is
-//! a later slice.
+//! A small hand-written client: one `NETLINK_ROUTE` socket per request, one
+//! `RTM_GET*` request with `NLM_F_DUMP` or one change with `NLM_F_ACK`,
+//! replies parsed from bytes with bounds checks only (no unsafe, no
+//! dependency).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
@@ -15,6 +16,9 @@ use rustix::net::{self, AddressFamily, RecvFlags, SendFlags, SocketFlags, Socket
 
 const NLMSG_HDRLEN: usize = 16;
 const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -22,9 +26,19 @@ const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
+
+/// `IFF_UP`.
+pub const IFF_UP: u32 = 0x1;
+const RTPROT_BOOT: u8 = 3;
+/// `RT_SCOPE_UNIVERSE`: routes through a gateway.
+pub const RT_SCOPE_UNIVERSE: u8 = 0;
+/// `RT_SCOPE_LINK`: directly reachable destinations.
+pub const RT_SCOPE_LINK: u8 = 253;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
@@ -184,8 +198,26 @@ fn io_err(op: &'static str) -> impl Fn(rustix::io::Errno) -> NetlinkError {
 fn dump(
     msg_type: u16,
     family_header: &[u8],
+    each: impl FnMut(u16, &[u8]) -> Result<(), NetlinkError>,
+) -> Result<(), NetlinkError> {
+    transact(msg_type, NLM_F_DUMP, family_header, each)
+}
+
+/// Sends one change request and waits for the kernel's acknowledgement.
+fn change(msg_type: u16, flags: u16, body: &[u8]) -> Result<(), NetlinkError> {
+    transact(msg_type, NLM_F_ACK | flags, body, |_, _| Ok(()))
+}
+
+/// Sends one request (`NLM_F_REQUEST | flags`) and feeds every reply
+/// message to `each`, until `NLMSG_DONE` (dumps) or the acknowledgement
+/// (`NLM_F_ACK`).
+fn transact(
+    msg_type: u16,
+    flags: u16,
+    family_header: &[u8],
     mut each: impl FnMut(u16, &[u8]) -> Result<(), NetlinkError>,
 ) -> Result<(), NetlinkError> {
+    let ack = flags & NLM_F_ACK != 0;
     let fd: OwnedFd = net::socket_with(
         AddressFamily::NETLINK,
         SocketType::RAW,
@@ -201,7 +233,7 @@ fn dump(
     let mut req = Vec::with_capacity(len);
     req.extend_from_slice(&(len as u32).to_ne_bytes());
     req.extend_from_slice(&msg_type.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
     req.extend_from_slice(&SEQ.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());
     req.extend_from_slice(family_header);
@@ -238,12 +270,143 @@ fn dump(
                                 errno.saturating_neg(),
                             )));
                         }
+                        if ack {
+                            return Ok(());
+                        }
                     }
                     _ => each(ty, body)?,
                 }
             }
             rest = rest.get(align4(msg_len)..).unwrap_or(&[]);
         }
+    }
+}
+
+/// Appends one `rtattr` (padded to 4 bytes).
+fn push_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize(align4(buf.len()), 0);
+}
+
+fn ip_bytes(addr: &IpAddr) -> (u8, Vec<u8>) {
+    match addr {
+        IpAddr::V4(a) => (AF_INET, a.octets().to_vec()),
+        IpAddr::V6(a) => (AF_INET6, a.octets().to_vec()),
+    }
+}
+
+/// The index of the link named `name`.
+pub fn link_index(name: &str) -> Result<u32, NetlinkError> {
+    links()?
+        .into_iter()
+        .find(|l| l.name == name)
+        .map(|l| l.index)
+        .ok_or_else(|| {
+            NetlinkError::Kernel(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no network interface named {name:?}"),
+            ))
+        })
+}
+
+/// `RTM_NEWLINK` body for link `index`: the up flag and, if given, the MTU.
+fn link_msg(index: u32, up: bool, mtu: Option<u32>) -> Vec<u8> {
+    let mut b = vec![0u8; IFINFOMSG_LEN];
+    b[4..8].copy_from_slice(&index.to_ne_bytes());
+    b[8..12].copy_from_slice(&(if up { IFF_UP } else { 0 }).to_ne_bytes());
+    b[12..16].copy_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
+    if let Some(mtu) = mtu {
+        push_attr(&mut b, IFLA_MTU, &mtu.to_ne_bytes());
+    }
+    b
+}
+
+/// Sets link `index` up or down and, if given, its MTU.
+pub fn set_link(index: u32, up: bool, mtu: Option<u32>) -> Result<(), NetlinkError> {
+    change(RTM_NEWLINK, 0, &link_msg(index, up, mtu))
+}
+
+/// Sets the link named `name` up (the guest's `lo` at boot).
+pub fn set_link_up_by_name(name: &str) -> Result<(), NetlinkError> {
+    set_link(link_index(name)?, true, None)
+}
+
+/// `RTM_NEWADDR`/`RTM_DELADDR` body.
+fn addr_msg(index: u32, addr: &IpAddr, prefix_len: u8) -> Vec<u8> {
+    let (family, bytes) = ip_bytes(addr);
+    let mut b = vec![family, prefix_len, 0, 0];
+    b.extend_from_slice(&index.to_ne_bytes());
+    push_attr(&mut b, IFA_LOCAL, &bytes);
+    push_attr(&mut b, IFA_ADDRESS, &bytes);
+    b
+}
+
+/// Adds (or replaces) an address on link `index`.
+pub fn add_address(index: u32, addr: &IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
+    change(
+        RTM_NEWADDR,
+        NLM_F_CREATE | NLM_F_REPLACE,
+        &addr_msg(index, addr, prefix_len),
+    )
+}
+
+/// Removes an address from link `index`.
+pub fn del_address(index: u32, addr: &IpAddr, prefix_len: u8) -> Result<(), NetlinkError> {
+    change(RTM_DELADDR, 0, &addr_msg(index, addr, prefix_len))
+}
+
+/// `RTM_NEWROUTE`/`RTM_DELROUTE` body for `route` in the main table
+/// (protocol `boot` for a new route; any protocol matches for a delete).
+fn route_msg(route: &Route, protocol: u8) -> Vec<u8> {
+    let family = if route.ipv6 { AF_INET6 } else { AF_INET };
+    let dst_len = route.dst.map_or(0, |(_, len)| len);
+    let mut b = vec![
+        family,
+        dst_len,
+        0, // src_len
+        0, // tos
+        RT_TABLE_MAIN as u8,
+        protocol,
+        route.scope,
+        RTN_UNICAST,
+    ];
+    b.extend_from_slice(&route.flags.to_ne_bytes());
+    if let Some((dst, _)) = &route.dst {
+        push_attr(&mut b, RTA_DST, &ip_bytes(dst).1);
+    }
+    if let Some(gw) = &route.gateway {
+        push_attr(&mut b, RTA_GATEWAY, &ip_bytes(gw).1);
+    }
+    if let Some(src) = &route.prefsrc {
+        push_attr(&mut b, RTA_PREFSRC, &ip_bytes(src).1);
+    }
+    if let Some(oif) = route.oif {
+        push_attr(&mut b, RTA_OIF, &oif.to_ne_bytes());
+    }
+    if let Some(mtu) = route.mtu.filter(|m| *m > 0) {
+        let mut metrics = Vec::new();
+        push_attr(&mut metrics, RTAX_MTU, &mtu.to_ne_bytes());
+        push_attr(&mut b, RTA_METRICS, &metrics);
+    }
+    b
+}
+
+/// Adds (or replaces) a route in the main table.
+pub fn add_route(route: &Route) -> Result<(), NetlinkError> {
+    change(
+        RTM_NEWROUTE,
+        NLM_F_CREATE | NLM_F_REPLACE,
+        &route_msg(route, RTPROT_BOOT),
+    )
+}
+
+/// Removes a route from the main table (one already gone is not an error).
+pub fn del_route(route: &Route) -> Result<(), NetlinkError> {
+    match change(RTM_DELROUTE, 0, &route_msg(route, 0)) {
+        Err(NetlinkError::Kernel(e)) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        r => r,
     }
 }
 
@@ -430,6 +593,34 @@ mod tests {
         assert_eq!(r.oif, Some(7));
         assert_eq!(r.mtu, Some(1400));
         assert_eq!(r.table, RT_TABLE_MAIN);
+    }
+
+    #[test]
+    fn change_messages_parse_back() {
+        let route = Route {
+            dst: Some((IpAddr::from([10, 0, 2, 0]), 24)),
+            ipv6: false,
+            gateway: Some(IpAddr::from([10, 0, 2, 2])),
+            oif: Some(2),
+            prefsrc: None,
+            scope: RT_SCOPE_UNIVERSE,
+            flags: 0,
+            mtu: Some(1400),
+            table: RT_TABLE_MAIN,
+            kind: RTN_UNICAST,
+        };
+        assert_eq!(
+            parse_route(&route_msg(&route, RTPROT_BOOT))
+                .unwrap()
+                .unwrap(),
+            route
+        );
+        let a = parse_address(&addr_msg(3, &IpAddr::from([10, 0, 2, 15]), 24))
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.index, a.prefix_len), (3, 24));
+        let l = parse_link(&link_msg(5, true, Some(1500))).unwrap();
+        assert_eq!((l.index, l.flags, l.mtu), (5, IFF_UP, 1500));
     }
 
     #[test]

@@ -57,19 +57,11 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some(agent::container::runtime::HELPER_ARG) {
         runtime_helper(&args[2..]);
     }
+    if agent::init::is_pid1() {
+        pid1_main();
+    }
     let cli = Cli::parse();
-    // A guest without /proc mounted yet simply has no cmdline parameters.
-    let cmdline = std::fs::read_to_string(&cli.cmdline_file).ok();
-    let overrides = Overrides {
-        server_addr: cli.server_addr,
-        log_level: cli.log_level,
-        state_dir: cli.state_dir,
-        shared_dir: cli.shared_dir,
-        policy_file: cli.policy,
-        config_file: cli.config,
-    };
-    let config = AgentConfig::load(cmdline.as_deref(), &EnvVars::from_process(), &overrides)
-        .context("building the agent configuration")?;
+    let config = load_config(&cli)?;
     logging::init(config.log_level);
 
     tokio::runtime::Builder::new_multi_thread()
@@ -77,6 +69,68 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?
         .block_on(run(config, cli.initdata))
+}
+
+/// The configuration from the kernel command line (or `--cmdline-file`),
+/// the environment and the flags.
+fn load_config(cli: &Cli) -> anyhow::Result<AgentConfig> {
+    // A guest without /proc mounted yet simply has no cmdline parameters.
+    let cmdline = std::fs::read_to_string(&cli.cmdline_file).ok();
+    let overrides = Overrides {
+        server_addr: cli.server_addr.clone(),
+        log_level: cli.log_level,
+        state_dir: cli.state_dir.clone(),
+        shared_dir: cli.shared_dir.clone(),
+        policy_file: cli.policy.clone(),
+        config_file: cli.config.clone(),
+    };
+    AgentConfig::load(cmdline.as_deref(), &EnvVars::from_process(), &overrides)
+        .context("building the agent configuration")
+}
+
+/// The agent as the VM's init: prepares the guest (new root, mounts,
+/// modules; see `agent::init`), serves, and powers the VM off when serving
+/// ends for any reason (DestroySandbox powers off from its handler). Never
+/// returns: a PID 1 that exits panics the kernel.
+fn pid1_main() -> ! {
+    let report = agent::init::setup(
+        &agent::init::LinuxSyscall,
+        std::path::Path::new(agent::init::modules::MODULE_LIST),
+    );
+    // The kernel hands init the words of its command line it does not know:
+    // they are not guest-agent flags.
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        eprintln!("guest-agent: ignoring init arguments: {e}");
+        Cli::parse_from(["guest-agent"])
+    });
+    let result = std::panic::catch_unwind(|| -> anyhow::Result<()> {
+        let config = match load_config(&cli) {
+            Ok(c) => c,
+            Err(e) => {
+                logging::init(LogLevel::Info);
+                return Err(e);
+            }
+        };
+        logging::init(config.log_level);
+        tracing::info!(
+            switched_root = report.switched_root,
+            mounted = report.mounted.len(),
+            modules_loaded = ?report.modules.loaded,
+            modules_failed = ?report.modules.failed,
+            "guest-agent is the VM's init"
+        );
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?
+            .block_on(run(config, cli.initdata.clone()))
+    });
+    match result {
+        Ok(Ok(())) => tracing::info!("the agent stopped"),
+        Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "the agent failed"),
+        Err(_) => tracing::error!("the agent panicked"),
+    }
+    agent::init::shutdown::power_off()
 }
 
 /// The agent re-executed as a single-threaded runtime helper (see

@@ -2,7 +2,9 @@
 //!
 //! CreateSandbox records the sandbox and, when the agent is the VM's init,
 //! sets the guest hostname (never outside a VM: that would rename the
-//! machine the agent runs on). DestroySandbox removes every container.
+//! machine the agent runs on). DestroySandbox removes every container and,
+//! when the agent is the VM's init, then powers the VM off (after the reply
+//! has gone out), as a Kata guest does.
 
 use std::time::Duration;
 
@@ -12,6 +14,10 @@ use crate::guest;
 use crate::methods::proto::agent::{CreateSandboxRequest, DestroySandboxRequest};
 use crate::methods::proto::empty::Empty;
 use crate::state::AgentState;
+
+/// How long the VM lives after DestroySandbox answered (the reply must
+/// reach the host before the vsock device goes away).
+const POWER_OFF_DELAY: Duration = Duration::from_millis(200);
 
 /// CreateSandbox.
 pub(crate) async fn create_sandbox(
@@ -38,5 +44,8 @@ pub(crate) async fn destroy_sandbox(
         }
     }
     info!("sandbox destroyed");
+    if guest::is_init_process() {
+        crate::init::shutdown::power_off_after(POWER_OFF_DELAY);
+    }
     Ok(Empty::new())
 }
