@@ -148,23 +148,23 @@ fi
 fold -s -w 150 "$WORK/unsigned.err" | sed 's/^/  /'
 echo "(in a pod, the policy comes from initdata image-policy.json or from the KBS, and keyPath may be a kbs:/// key)"
 
-start_kbs() { # $1 = policy; prints the URL
+start_kbs() { # $1 = policy; sets KBS_URL (not in a subshell: cleanup must know the PID)
   "$DEV_KBS" --listen 127.0.0.1:0 --resources "$WORK/kbs" --policy "$1" >"$WORK/kbs-$1.out" 2>"$WORK/kbs-$1.log" &
   KBS_PIDS+=($!)
   for _ in $(seq 100); do grep -q '^listening on ' "$WORK/kbs-$1.out" 2>/dev/null && break; sleep 0.05; done
-  sed -n 's/^listening on //p' "$WORK/kbs-$1.out"
+  KBS_URL=$(sed -n 's/^listening on //p' "$WORK/kbs-$1.out")
 }
 step "Remote attestation: a key released by a KBS only to an attested guest (dev-kbs, sample TEE)"
 echo "(dev-kbs verifies no hardware evidence; a real guest attests with SNP/TDX to a Trustee KBS)"
 mkdir -p "$WORK/kbs/default/key"
 head -c 32 /dev/urandom > "$WORK/kbs/default/key/1"
-KBS=$(start_kbs allow-all)
+start_kbs allow-all; KBS=$KBS_URL
 t=$(now)
 $AA get-resource --kbs-url "$KBS" --tee sample kbs:///default/key/1 | cmp - "$WORK/kbs/default/key/1" \
   && echo "auth -> sample evidence bound to the nonce and an ephemeral key -> token -> key as JWE: $(ms "$t") ms"
 echo "a TEE is never guessed: without --tee, on a machine without one, the agent refuses:"
 $AA get-resource --kbs-url "$KBS" kbs:///default/key/1 2>&1 >/dev/null | sed 's/^/  /' || true
-KBS_DENY=$(start_kbs deny-sample)
+start_kbs deny-sample; KBS_DENY=$KBS_URL
 echo "a KBS whose policy refuses the sample TEE (as a real KBS's default policy does):"
 if $AA get-resource --kbs-url "$KBS_DENY" --tee sample kbs:///default/key/1 >/dev/null 2>"$WORK/deny.err"; then
   echo "UNEXPECTED: key released"; exit 1
