@@ -23,11 +23,9 @@ use std::time::{Duration, Instant};
 
 use agent::client::{AgentClient, ConnectOptions};
 use integration_tests::agent::workspace_bin;
-use integration_tests::images::{self, MOTD};
+use integration_tests::images::{BusyboxInRegistry, MOTD};
 use integration_tests::kbs::{DevKbs, DevKbsOptions};
-use integration_tests::layout::OciLayout;
-use integration_tests::push::{self, PushOptions};
-use integration_tests::registry::{Registry, RegistryOptions};
+use integration_tests::registry::Registry;
 use serde_json::{json, Value};
 
 /// Where `scripts/install-deps.sh` installs vhost-device-vsock.
@@ -314,20 +312,11 @@ struct Images {
 }
 
 fn images() -> Images {
-    let registry = Registry::start(RegistryOptions::default());
-    let dir = tempfile::Builder::new()
-        .prefix("sealpod-vm-images-")
-        .tempdir()
-        .expect("temp dir");
-    let layout = OciLayout::new(dir.path().join("layout"));
-    images::build_busybox(&layout, "latest");
-    push::push(
-        &layout,
-        "latest",
-        &registry,
-        "vm/busybox:plain",
-        PushOptions::default(),
-    );
+    let BusyboxInRegistry {
+        registry,
+        layout,
+        dir,
+    } = BusyboxInRegistry::start("vm/busybox:plain");
     let kek: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(29) ^ 0xa5).collect();
     let kek_file = dir.path().join("kek");
     std::fs::write(&kek_file, &kek).expect("write kek");

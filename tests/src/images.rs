@@ -35,6 +35,50 @@ pub const BUSYBOX_APPLETS: &[&str] = &["sh", "ls", "echo", "cat"];
 /// Content of `/etc/motd` in the busybox image, for assertions after unpack.
 pub const MOTD: &str = "sealpod busybox fixture\n";
 
+/// The busybox image ([`build_busybox`], tag `latest`) in an OCI layout of its own,
+/// pushed with skopeo to a fresh registry: what the end-to-end tests of guest pulls
+/// start from. Dropping it stops the registry and removes the layout.
+#[derive(Debug)]
+pub struct BusyboxInRegistry {
+    /// The registry serving the image.
+    pub registry: crate::registry::Registry,
+    /// The layout holding tag `latest` (to push or encrypt more variants from).
+    pub layout: OciLayout,
+    /// The temp dir of the layout, for the test's other files.
+    pub dir: tempfile::TempDir,
+}
+
+impl BusyboxInRegistry {
+    /// Builds the image and pushes it as `repo_tag` (`"repo/name:tag"`) to a new registry.
+    pub fn start(repo_tag: &str) -> BusyboxInRegistry {
+        let registry =
+            crate::registry::Registry::start(crate::registry::RegistryOptions::default());
+        let dir = tempfile::Builder::new()
+            .prefix("sealpod-busybox-")
+            .tempdir()
+            .expect("layout temp dir");
+        let layout = OciLayout::new(dir.path().join("layout"));
+        build_busybox(&layout, "latest");
+        crate::push::push(
+            &layout,
+            "latest",
+            &registry,
+            repo_tag,
+            crate::push::PushOptions::default(),
+        );
+        BusyboxInRegistry {
+            registry,
+            layout,
+            dir,
+        }
+    }
+
+    /// `HOST:PORT/<repo_tag>` in this registry.
+    pub fn reference(&self, repo_tag: &str) -> String {
+        format!("{}/{repo_tag}", self.registry.addr())
+    }
+}
+
 /// Builds tag `tag` in `layout`: one layer with the host's static busybox at
 /// `/bin/busybox`, relative symlinks for [`BUSYBOX_APPLETS`], a hard link
 /// `/bin/busybox-hl`, `/etc/motd` ([`MOTD`]), and `Cmd ["/bin/sh"]`.

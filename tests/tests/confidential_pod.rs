@@ -23,12 +23,11 @@ use std::process::{Command, Output};
 
 use integration_tests::agent::{workspace_bin, GuestAgent, GuestAgentOptions};
 use integration_tests::cmd;
-use integration_tests::images::{self, MOTD};
+use integration_tests::images::{BusyboxInRegistry, MOTD};
 use integration_tests::kbs::{DevKbs, DevKbsOptions};
-use integration_tests::layout::OciLayout;
 use integration_tests::proxy::Proxy;
-use integration_tests::push::{self, PushOptions};
-use integration_tests::registry::{Registry, RegistryOptions};
+use integration_tests::push;
+use integration_tests::registry::Registry;
 use sha2::{Digest, Sha384};
 
 /// The KBS resource holding the KEK of the `kbs:///` provider image.
@@ -70,20 +69,11 @@ struct Images {
 
 impl Images {
     fn build() -> Images {
-        let registry = Registry::start(RegistryOptions::default());
-        let dir = tempfile::Builder::new()
-            .prefix("sealpod-pod-images-")
-            .tempdir()
-            .expect("temp dir");
-        let layout = OciLayout::new(dir.path().join("layout"));
-        images::build_busybox(&layout, "latest");
-        push::push(
-            &layout,
-            "latest",
-            &registry,
-            "pod/busybox:plain",
-            PushOptions::default(),
-        );
+        let BusyboxInRegistry {
+            registry,
+            layout,
+            dir,
+        } = BusyboxInRegistry::start("pod/busybox:plain");
 
         let key = dir.path().join("key.pem");
         let public = dir.path().join("key.pub.pem");

@@ -20,10 +20,8 @@ use agent::addr::ServerAddr;
 use agent::client::{AgentClient, ClientError, ConnectOptions};
 pub use integration_tests::agent::{dir_names, mounts_under};
 use integration_tests::agent::{GuestAgent, GuestAgentOptions};
-use integration_tests::images;
-use integration_tests::layout::OciLayout;
-use integration_tests::push::{self, PushOptions};
-use integration_tests::registry::{Registry, RegistryOptions};
+use integration_tests::images::BusyboxInRegistry;
+use integration_tests::registry::Registry;
 use serde_json::{json, Value};
 
 /// The agent binary under test.
@@ -70,20 +68,11 @@ impl TestImage {
     /// pushes it to a fresh registry (off the async workers).
     pub async fn busybox() -> TestImage {
         tokio::task::spawn_blocking(|| {
-            let registry = Registry::start(RegistryOptions::default());
-            let dir = tempfile::Builder::new()
-                .prefix("sealpod-ctr-layout-")
-                .tempdir()
-                .expect("layout temp dir");
-            let layout = OciLayout::new(dir.path().join("layout"));
-            images::build_busybox(&layout, "latest");
-            push::push(
-                &layout,
-                "latest",
-                &registry,
-                "sealpod/busybox:latest",
-                PushOptions::default(),
-            );
+            let BusyboxInRegistry {
+                registry,
+                layout,
+                dir,
+            } = BusyboxInRegistry::start("sealpod/busybox:latest");
             let layers = layout.manifest("latest")["layers"]
                 .as_array()
                 .expect("manifest layers")

@@ -561,7 +561,7 @@ pub(crate) mod tests {
             Some(dir)
         } else {
             eprintln!(
-                "skipping: ocicrypt vectors not found at {} (they live in /work/shared/vectors/ocicrypt)",
+                "skipping: ocicrypt vectors not found at {} (they live in ../shared/vectors/ocicrypt beside the repository)",
                 dir.display()
             );
             None
