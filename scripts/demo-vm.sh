@@ -11,15 +11,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 scripts/install-deps.sh
 
-now() { date +%s%N; }
-ms() { echo $(( ($(now) - $1) / 1000000 )); }
-DEMO_T0=$(now)
-STEP_T=
-step() {
-  if [ -n "$STEP_T" ]; then printf '\033[2m   (step: %s ms)\033[0m\n' "$(ms "$STEP_T")"; fi
-  STEP_T=$(now)
-  printf '\n\033[1m== %s\033[0m\n' "$*"
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 VHDV=/var/cache/sealpod/vhost-device-vsock-0.3.0/bin/vhost-device-vsock
 HOST_IN_GUEST=10.0.2.100
@@ -47,22 +40,10 @@ step "Building the guest: Debian's 6.12 cloud kernel (apt-get download, cached) 
 eval "$(scripts/vm/build-guest.sh --agent "$BIN/guest-agent" --kernel-config "$BIN/kernel-config")"
 echo "kernel $KVER"; echo "  $KERNEL"; echo "  $INITRD ($(du -h "$INITRD" | cut -f1))"
 
-PORT=
-for p in $(shuf -i 20000-60000 -n 50); do (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { PORT=$p; break; }; done
+PORT=$(free_port)
 step "The host's registry (docker-registry on 127.0.0.1:$PORT) with busybox: plain, and encrypted for a KBS key"
-cat > "$WORK/registry.yml" <<YML
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: 127.0.0.1:$PORT
-log:
-  level: error
-YML
-bg docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1
-PIDS+=($!)
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+start_registry "$WORK" "$PORT"
+PIDS+=("$REG_PID")
 (
   cd "$WORK"
   umoci init --layout layout

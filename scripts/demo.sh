@@ -16,15 +16,8 @@ if [ "${1:-}" = vm ]; then
 fi
 scripts/install-deps.sh
 
-now() { date +%s%N; }
-ms() { echo $(( ($(now) - $1) / 1000000 )); }
-DEMO_T0=$(now)
-STEP_T=
-step() {
-  if [ -n "$STEP_T" ]; then printf '\033[2m   (step: %s ms)\033[0m\n' "$(ms "$STEP_T")"; fi
-  STEP_T=$(now)
-  printf '\n\033[1m== %s\033[0m\n' "$*"
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 step "Building image-rs, attestation and the agent (release)"
 cargo build --release --locked -p image-rs -p attestation -p agent
@@ -50,22 +43,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PORT=
-for p in $(shuf -i 20000-60000 -n 50); do (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { PORT=$p; break; }; done
+PORT=$(free_port)
 step "Starting docker-registry on 127.0.0.1:$PORT"
-cat > "$WORK/registry.yml" <<YML
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: 127.0.0.1:$PORT
-log:
-  level: error
-YML
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+start_registry "$WORK" "$PORT"
 
 step "Building a busybox image with umoci (2 layers: base, then an update that deletes a file)"
 cd "$WORK"
