@@ -17,6 +17,10 @@ have tar || need+=(tar)
 have jq || need+=(jq)
 have curl || need+=(curl)
 have gpg || need+=(gnupg)
+# kernel-config's Kconfig test (tests/kconfig_tree.rs) builds scripts/kconfig.
+have flex || need+=(flex)
+have bison || need+=(bison)
+have bc || need+=(bc)
 # The VM test and `demo.sh vm`: qemu (TCG), the initramfs builder's tools,
 # socat for qemu's guestfwd forwards, apt's download of the guest kernel.
 have qemu-system-x86_64 || need+=(qemu-system-x86)

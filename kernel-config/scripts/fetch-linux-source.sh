@@ -57,6 +57,10 @@ for tool_pkg in flex:flex bison:bison bc:bc make:build-essential gcc:build-essen
 done
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing tools (${missing[*]}) and not root: run apt-get install -y flex bison bc build-essential xz-utils"
+    # One apt at a time: the lock above is per series, and two series fetched at
+    # once (the tests do) would otherwise both run apt-get install (dpkg lock).
+    exec 8>"$cache/.lock-apt"
+    flock 8
     # shellcheck disable=SC2207
     pkgs=($(printf '%s\n' "${missing[@]}" | sort -u))
     log "installing ${pkgs[*]}"
