@@ -73,11 +73,44 @@ KBS=$(sed -n 's/^listening on //p' "$WORK/kbs.out")
 KBS_PORT=${KBS##*:}
 echo "  $KBS (the guest sees http://$HOST_IN_GUEST:8080)"
 
+step "The pod's initdata (KBS URL, policy without exec) on a read-only disk, its digest as the launch field"
+cat > "$WORK/initdata.toml" <<TOML
+version = "0.1.0"
+algorithm = "sha384"
+[data]
+"aa.toml" = '''
+[token_configs.kbs]
+url = "http://$HOST_IN_GUEST:8080"
+'''
+"policy.rego" = '''
+package agent_policy
+default CreateSandboxRequest := true
+default DestroySandboxRequest := true
+default CreateContainerRequest := true
+default StartContainerRequest := true
+default RemoveContainerRequest := true
+default WaitProcessRequest := true
+default ReadStreamRequest := true
+default WriteStreamRequest := true
+default CloseStdinRequest := true
+default SignalProcessRequest := true
+default GuestDetailsRequest := true
+default UpdateInterfaceRequest := true
+default UpdateRoutesRequest := true
+default ExecProcessRequest := false
+'''
+TOML
+DIGEST=$("$BIN/attestation-agent" initdata-disk --initdata "$WORK/initdata.toml" --output "$WORK/initdata.img")
+# The sample TEE's 64-byte launch field: what a VMM puts in SNP host-data / TDX mrconfigid.
+LAUNCH=$DIGEST$(printf '0%.0s' $(seq $(( 128 - ${#DIGEST} ))))
+echo "initdata digest (sha384): $DIGEST"
+echo "disk: $WORK/initdata.img ($(stat -c %s "$WORK/initdata.img") bytes), attached read-only as virtio-blk"
+
 step "Booting the VM: vhost-device-vsock, then qemu (TCG; guest network = user net, restrict=on, 2 guestfwd forwards)"
 bg "$VHDV" --guest-cid 3 --socket "$WORK/vhu.sock" --uds-path "$WORK/vm.vsock" >"$WORK/vhost.log" 2>&1
 PIDS+=($!)
 for _ in $(seq 100); do [ -S "$WORK/vhu.sock" ] && break; sleep 0.05; done
-APPEND="console=ttyS0 quiet panic=-1 agent.log=info agent.tee=sample agent.aa_kbc_params=cc_kbc::http://$HOST_IN_GUEST:8080 agent.image_insecure_registries=$HOST_IN_GUEST:5000"
+APPEND="console=ttyS0 quiet panic=-1 agent.log=info agent.tee=sample agent.image_insecure_registries=$HOST_IN_GUEST:5000 SEALPOD_SAMPLE_LAUNCH_CONFIG=$LAUNCH"
 echo "kernel command line: $APPEND"
 BOOT_T=$(now)
 bg qemu-system-x86_64 -machine q35,memory-backend=mem0 -accel tcg -cpu max -m 1G -smp 2 \
@@ -86,6 +119,7 @@ bg qemu-system-x86_64 -machine q35,memory-backend=mem0 -accel tcg -cpu max -m 1G
   -chardev "socket,id=vc0,path=$WORK/vhu.sock" -device vhost-user-vsock-pci,chardev=vc0 \
   -netdev "user,id=n0,restrict=on,guestfwd=tcp:$HOST_IN_GUEST:5000-cmd:socat STDIO TCP:127.0.0.1:$PORT,guestfwd=tcp:$HOST_IN_GUEST:8080-cmd:socat STDIO TCP:127.0.0.1:$KBS_PORT" \
   -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56 \
+  -drive "file=$WORK/initdata.img,if=virtio,format=raw,readonly=on" \
   -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" >"$WORK/qemu.log" 2>&1
 QEMU_PID=$!
 until "${CTL[@]}" --timeout 2 check >/dev/null 2>&1; do
@@ -94,6 +128,7 @@ until "${CTL[@]}" --timeout 2 check >/dev/null 2>&1; do
   sleep 0.2
 done
 echo "guest-agent (PID 1 of the VM) answered over vsock $(ms "$BOOT_T") ms after qemu started"
+grep -o "initdata matches the TEE's launch measurement" "$WORK/console.log" | head -1 | sed 's/^/  guest: /'
 echo "guest console so far:"; sed 's/\x1b\[[0-9;]*m//g' "$WORK/console.log" | cut -c1-200 | sed 's/^/  | /' | head -8
 
 step "check and guest-details over vsock"
@@ -120,19 +155,7 @@ t=$(now)
 echo "($(ms "$t") ms, attestation included)"
 grep -c "released" "$WORK/kbs.log" | sed 's/^/  keys the KBS released: /'
 
-step "A request the policy denies: the host sets a policy without exec, then exec is refused (and so is another SetPolicy)"
-cat > "$WORK/policy.rego" <<'REGO'
-package agent_policy
-default CreateContainerRequest := true
-default StartContainerRequest := true
-default RemoveContainerRequest := true
-default WaitProcessRequest := true
-default ReadStreamRequest := true
-default DestroySandboxRequest := true
-default ExecProcessRequest := false
-default SetPolicyRequest := false
-REGO
-"${CTL[@]}" set-policy "$WORK/policy.rego" >/dev/null
+step "A request the pod's policy denies: exec (the policy came with the measured initdata; SetPolicy is not allowed either)"
 if "${CTL[@]}" exec some-container -- /bin/sh 2>"$WORK/exec.err"; then echo "UNEXPECTED: exec allowed"; exit 1; fi
 sed 's/^/  /' "$WORK/exec.err"
 if "${CTL[@]}" set-policy /dev/null 2>"$WORK/setpolicy.err"; then echo "UNEXPECTED: SetPolicy allowed"; exit 1; fi

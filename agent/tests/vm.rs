@@ -216,11 +216,49 @@ fn port_of(url: &str) -> u16 {
 
 /// Starts vhost-device-vsock and qemu; the guest reaches `registry_port`
 /// and `kbs_port` of the host's loopback at 10.0.2.100:5000 and :8080.
+/// The pod's policy in the VM's initdata: what the test does, except exec.
+const POLICY: &str = r#"package agent_policy
+default CreateSandboxRequest := true
+default DestroySandboxRequest := true
+default CreateContainerRequest := true
+default StartContainerRequest := true
+default RemoveContainerRequest := true
+default WaitProcessRequest := true
+default ReadStreamRequest := true
+default WriteStreamRequest := true
+default CloseStdinRequest := true
+default SignalProcessRequest := true
+default GuestDetailsRequest := true
+default UpdateInterfaceRequest := true
+default UpdateRoutesRequest := true
+default ExecProcessRequest := false
+"#;
+
+/// Writes the VM's initdata (KBS URL as the guest sees it, [`POLICY`]) as a
+/// disk image in `dir`, the Kata way; returns the image and the sample TEE's
+/// launch field for it (hex), the stand-in for SNP HOST_DATA / TDX MRCONFIGID.
+fn initdata_disk(dir: &Path) -> (PathBuf, String) {
+    let toml = format!(
+        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"http://{HOST_IN_GUEST}:8080\"\n'''\n\"policy.rego\" = '''\n{POLICY}'''\n"
+    );
+    let image = dir.join("initdata.img");
+    std::fs::write(
+        &image,
+        attestation::initdata::device_image(toml.as_bytes()).expect("initdata image"),
+    )
+    .expect("write initdata image");
+    let doc = attestation::initdata::InitData::parse(toml.as_bytes(), "vm test").expect("initdata");
+    let mut field = doc.digest().to_vec();
+    field.resize(64, 0);
+    (image, hex::encode(field))
+}
+
 fn boot(kernel: &Path, initrd: &Path, registry_port: u16, kbs_port: u16) -> Vm {
     let dir = tempfile::Builder::new()
         .prefix("sealpod-vm-")
         .tempdir()
         .expect("temp dir");
+    let (initdata, launch_config) = initdata_disk(dir.path());
     let vhu = dir.path().join("vhu.sock");
     let uds = dir.path().join("vm.vsock");
     assert!(
@@ -258,10 +296,12 @@ fn boot(kernel: &Path, initrd: &Path, registry_port: u16, kbs_port: u16) -> Vm {
         fwd(5000, registry_port),
         fwd(8080, kbs_port)
     );
+    // Words the kernel does not know and without a dot become init's
+    // environment: the sample TEE's launch field reaches the agent that way.
     let append = format!(
         "console=ttyS0 quiet panic=-1 agent.log=info agent.tee=sample \
-         agent.aa_kbc_params=cc_kbc::http://{HOST_IN_GUEST}:8080 \
-         agent.image_insecure_registries={HOST_IN_GUEST}:5000"
+         agent.image_insecure_registries={HOST_IN_GUEST}:5000 \
+         SEALPOD_SAMPLE_LAUNCH_CONFIG={launch_config}"
     );
     let qemu_log = std::fs::File::create(dir.path().join("qemu.log")).expect("log");
     let started = Instant::now();
@@ -286,6 +326,11 @@ fn boot(kernel: &Path, initrd: &Path, registry_port: u16, kbs_port: u16) -> Vm {
             .args(["-device", "vhost-user-vsock-pci,chardev=vc0"])
             .args(["-netdev", &netdev])
             .args(["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"])
+            .arg("-drive")
+            .arg(format!(
+                "file={},if=virtio,format=raw,readonly=on",
+                initdata.display()
+            ))
             .arg("-kernel")
             .arg(kernel)
             .arg("-initrd")
@@ -419,6 +464,18 @@ fn guest_agent_as_init_of_a_qemu_vm_over_vsock() {
         boot_to_check.as_secs_f64()
     );
 
+    // Initdata came in on its disk, matched the launch field, and its
+    // policy guards the agent.
+    let console = vm.console();
+    assert!(
+        console.contains("initdata matches the TEE's launch measurement"),
+        "{console}"
+    );
+    assert!(
+        console.contains("agent policy loaded from initdata"),
+        "{console}"
+    );
+
     let details = vm.call("GetGuestDetails", json!({"mem_block_size": true}));
     assert_eq!(details["agent_details"]["init_daemon"], true, "{details}");
 
@@ -481,6 +538,14 @@ fn guest_agent_as_init_of_a_qemu_vm_over_vsock() {
         kbs.log().contains("released"),
         "the KBS released no key:\n{}",
         kbs.log()
+    );
+
+    // The initdata policy refuses exec.
+    let out = vm.agentctl(30, &["exec", "some-container", "--", "/bin/sh"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("ExecProcessRequest"),
+        "exec was not refused by the initdata policy: {err}"
     );
 
     // DestroySandbox powers the VM off: qemu exits.

@@ -358,6 +358,30 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Sector size an initdata disk image is padded to.
+const DEVICE_SECTOR: usize = 512;
+
+/// The initdata disk image for `toml` (the host side of
+/// [`InitData::from_device`]): magic, little-endian length, the gzip of the
+/// document, zero padded to whole sectors. What a VMM attaches as a
+/// read-only virtio-blk disk.
+pub fn device_image(toml: &[u8]) -> Result<Vec<u8>, InitDataError> {
+    use flate2::write::GzEncoder;
+    use std::io::Write as _;
+    let io_err = |source| InitDataError::Io {
+        what: "compressing initdata".into(),
+        source,
+    };
+    let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(toml).map_err(io_err)?;
+    let gz = enc.finish().map_err(io_err)?;
+    let mut image = DEVICE_MAGIC.to_vec();
+    image.extend_from_slice(&(gz.len() as u64).to_le_bytes());
+    image.extend_from_slice(&gz);
+    image.resize(image.len().div_ceil(DEVICE_SECTOR) * DEVICE_SECTOR, 0);
+    Ok(image)
+}
+
 /// The TOML bytes of an initdata disk image read from `r`.
 fn read_disk(mut r: impl Read, what: &str) -> Result<Vec<u8>, InitDataError> {
     let io_err = |source| InitDataError::Io {
@@ -757,6 +781,18 @@ default AllowRequestsFailingPolicy := true
         d.extend_from_slice(&len.to_le_bytes());
         d.extend_from_slice(gz);
         d
+    }
+
+    #[test]
+    fn device_image_round_trips() {
+        let toml = doc("sha384");
+        let image = device_image(toml.as_bytes()).unwrap();
+        assert_eq!(image.len() % 512, 0);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vdb"), &image).unwrap();
+        let back = InitData::from_device(&dir.path().join("vdb")).unwrap();
+        assert_eq!(back.toml(), toml);
+        assert_eq!(back.digest(), parse("sha384").digest());
     }
 
     #[test]

@@ -60,9 +60,11 @@ KDIR=$CACHE/kernel/$KVER
 # Modules the guest needs (only those the kernel builds as modules are taken),
 # in an order that loads in one pass; the agent retries in passes anyway.
 MODULES="net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common net/vmw_vsock/vmw_vsock_virtio_transport
-fs/overlayfs/overlay net/core/failover drivers/net/net_failover drivers/net/virtio_net"
+fs/overlayfs/overlay net/core/failover drivers/net/net_failover drivers/net/virtio_net
+drivers/block/virtio_blk"
 
-if [ ! -e "$KDIR/.complete" ]; then
+# The cache holds the modules of $MODULES: another list means fetching again.
+if [ "$(cat "$KDIR/.complete" 2>/dev/null)" != "$MODULES" ]; then
   log "fetching $PKG (apt-get download + dpkg-deb -x, nothing installed)"
   T=$(mktemp -d)
   trap 'rm -rf "$T"' EXIT
@@ -85,7 +87,7 @@ if [ ! -e "$KDIR/.complete" ]; then
     esac
     echo "$b" >> "$KDIR/modules/load"
   done
-  touch "$KDIR/.complete"
+  printf '%s' "$MODULES" > "$KDIR/.complete"
   rm -rf "$T"; trap - EXIT
   log "cached $KVER in $KDIR"
 fi

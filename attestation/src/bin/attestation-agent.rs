@@ -42,6 +42,17 @@ enum Command {
         #[command(flatten)]
         kbs: KbsArgs,
     },
+    /// Write the initdata disk image for a TOML initdata file (what a VMM
+    /// attaches as a read-only virtio-blk disk), and print the document's
+    /// digest in hex (what goes into SNP HOST_DATA / TDX MRCONFIGID).
+    InitdataDisk {
+        /// The initdata TOML.
+        #[arg(long)]
+        initdata: PathBuf,
+        /// The disk image to write.
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Print the TEE's evidence (JSON) binding the given report data.
     Evidence {
         #[command(flatten)]
@@ -136,6 +147,16 @@ async fn run(cli: Cli) -> Result<()> {
             let client = client_from(&kbs)?;
             let token = client.attest().await?;
             println!("{}", token.as_str());
+        }
+        Command::InitdataDisk { initdata, output } => {
+            let toml = std::fs::read(&initdata)
+                .with_context(|| format!("reading {}", initdata.display()))?;
+            let doc =
+                attestation::initdata::InitData::parse(&toml, &initdata.display().to_string())?;
+            let image = attestation::initdata::device_image(&toml)?;
+            std::fs::write(&output, image)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!("{}", hex::encode(doc.digest()));
         }
         Command::Evidence { tee, report_data } => {
             let rd = hex::decode(report_data.trim()).context("--report-data is not hex")?;
