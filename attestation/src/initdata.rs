@@ -715,7 +715,7 @@ pub fn check_binding(
         });
     }
     info!(
-        "initdata from {} is bound to {tee} {}",
+        "initdata from {} is bound to the {tee} TEE's launch field ({})",
         initdata.origin, field.name
     );
     Ok(Binding::Bound)
