@@ -374,21 +374,11 @@ impl AgentConfig {
                 "image_registry_auth" => self.image_registry_auth = Some(value.clone()),
                 "aa_kbc_params" => self.aa_kbc_params = Some(value.clone()),
                 "image_insecure_registries" => {
-                    self.image_insecure_registries = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|r| !r.is_empty())
-                        .map(String::from)
-                        .collect();
+                    self.image_insecure_registries = comma_list(value);
                 }
                 "image_policy_file" => self.image_policy_file = Some(PathBuf::from(value)),
                 "image_decryption_keys" => {
-                    self.image_decryption_keys = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|k| !k.is_empty())
-                        .map(String::from)
-                        .collect();
+                    self.image_decryption_keys = comma_list(value);
                 }
                 "image_pull_timeout" => {
                     let secs = value.parse::<u64>().map_err(|e| ConfigError::Value {
@@ -408,6 +398,16 @@ impl AgentConfig {
         }
         Ok(())
     }
+}
+
+/// The non-empty, trimmed items of a comma-separated parameter value.
+fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn read_file_config(path: &Path) -> Result<FileConfig, ConfigError> {

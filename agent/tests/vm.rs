@@ -22,7 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agent::client::{AgentClient, ConnectOptions};
-use integration_tests::agent::workspace_bin;
+use integration_tests::agent::{initdata_toml, sample_launch_config, workspace_bin};
 use integration_tests::images::{BusyboxInRegistry, MOTD};
 use integration_tests::kbs::{DevKbs, DevKbsOptions};
 use integration_tests::registry::Registry;
@@ -216,41 +216,18 @@ fn port_of(url: &str) -> u16 {
 
 /// Starts vhost-device-vsock and qemu; the guest reaches `registry_port`
 /// and `kbs_port` of the host's loopback at 10.0.2.100:5000 and :8080.
-/// The pod's policy in the VM's initdata: what the test does, except exec.
-const POLICY: &str = r#"package agent_policy
-default CreateSandboxRequest := true
-default DestroySandboxRequest := true
-default CreateContainerRequest := true
-default StartContainerRequest := true
-default RemoveContainerRequest := true
-default WaitProcessRequest := true
-default ReadStreamRequest := true
-default WriteStreamRequest := true
-default CloseStdinRequest := true
-default SignalProcessRequest := true
-default GuestDetailsRequest := true
-default UpdateInterfaceRequest := true
-default UpdateRoutesRequest := true
-default ExecProcessRequest := false
-"#;
-
-/// Writes the VM's initdata (KBS URL as the guest sees it, [`POLICY`]) as a
+/// Writes the VM's initdata (KBS URL as the guest sees it, the pod policy) as a
 /// disk image in `dir`, the Kata way; returns the image and the sample TEE's
 /// launch field for it (hex), the stand-in for SNP HOST_DATA / TDX MRCONFIGID.
 fn initdata_disk(dir: &Path) -> (PathBuf, String) {
-    let toml = format!(
-        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"http://{HOST_IN_GUEST}:8080\"\n'''\n\"policy.rego\" = '''\n{POLICY}'''\n"
-    );
+    let toml = initdata_toml(&format!("http://{HOST_IN_GUEST}:8080"), &[]);
     let image = dir.join("initdata.img");
     std::fs::write(
         &image,
         attestation::initdata::device_image(toml.as_bytes()).expect("initdata image"),
     )
     .expect("write initdata image");
-    let doc = attestation::initdata::InitData::parse(toml.as_bytes(), "vm test").expect("initdata");
-    let mut field = doc.digest().to_vec();
-    field.resize(64, 0);
-    (image, hex::encode(field))
+    (image, sample_launch_config(&toml))
 }
 
 fn boot(kernel: &Path, initrd: &Path, registry_port: u16, kbs_port: u16) -> Vm {

@@ -501,3 +501,46 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// A pod's agent policy (what initdata carries in the tests and demos):
+/// everything a pod needs, including the network set-up of a VM, except
+/// exec into a container (and SetPolicy, which no rule allows).
+pub const POD_POLICY: &str = r#"package agent_policy
+default CreateSandboxRequest := true
+default DestroySandboxRequest := true
+default CreateContainerRequest := true
+default StartContainerRequest := true
+default RemoveContainerRequest := true
+default WaitProcessRequest := true
+default ReadStreamRequest := true
+default WriteStreamRequest := true
+default CloseStdinRequest := true
+default SignalProcessRequest := true
+default GuestDetailsRequest := true
+default UpdateInterfaceRequest := true
+default UpdateRoutesRequest := true
+default ExecProcessRequest := false
+"#;
+
+/// An initdata document (version 0.1.0, sha384) naming the KBS at `kbs_url`
+/// in `aa.toml`, with [`POD_POLICY`] as `policy.rego`, plus `extra` `[data]`
+/// entries (name, text).
+pub fn initdata_toml(kbs_url: &str, extra: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"{kbs_url}\"\n'''\n\"policy.rego\" = '''\n{POD_POLICY}'''\n"
+    );
+    for (name, value) in extra {
+        text.push_str(&format!("\"{name}\" = '''\n{value}'''\n"));
+    }
+    text
+}
+
+/// The sample TEE's 64-byte launch field for the sha384 initdata `toml`, in
+/// hex (`SEALPOD_SAMPLE_LAUNCH_CONFIG`): the digest zero padded, as a VMM
+/// sets SNP HOST_DATA / TDX MRCONFIGID.
+pub fn sample_launch_config(toml: &str) -> String {
+    use sha2::Digest as _;
+    let mut field = sha2::Sha384::digest(toml.as_bytes()).to_vec();
+    field.resize(64, 0);
+    hex::encode(field)
+}

@@ -21,36 +21,20 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use integration_tests::agent::{workspace_bin, GuestAgent, GuestAgentOptions};
+use integration_tests::agent::{
+    initdata_toml, sample_launch_config, workspace_bin, GuestAgent, GuestAgentOptions,
+};
 use integration_tests::cmd;
 use integration_tests::images::{BusyboxInRegistry, MOTD};
 use integration_tests::kbs::{DevKbs, DevKbsOptions};
 use integration_tests::proxy::Proxy;
 use integration_tests::push;
 use integration_tests::registry::Registry;
-use sha2::{Digest, Sha384};
 
 /// The KBS resource holding the KEK of the `kbs:///` provider image.
 const KEK_ID: &str = "default/key/1";
 /// The KBS resource holding the private key of the skopeo (JWE) image.
 const JWE_KEY_ID: &str = "default/image-key/rsa";
-
-/// The pod's policy (the one initdata carries): everything a pod needs,
-/// except exec into a container.
-const POLICY: &str = r#"package agent_policy
-default CreateSandboxRequest := true
-default DestroySandboxRequest := true
-default CreateContainerRequest := true
-default StartContainerRequest := true
-default RemoveContainerRequest := true
-default WaitProcessRequest := true
-default ReadStreamRequest := true
-default WriteStreamRequest := true
-default CloseStdinRequest := true
-default SignalProcessRequest := true
-default GuestDetailsRequest := true
-default ExecProcessRequest := false
-"#;
 
 /// The images of one test, in its own registry.
 struct Images {
@@ -152,19 +136,12 @@ impl InitData {
 
     /// Initdata with more `[data]` entries (name, text).
     fn write_with(dir: &Path, kbs_url: &str, extra: &[(&str, &str)]) -> InitData {
-        let mut text = format!(
-            "version = \"0.1.0\"\nalgorithm = \"sha384\"\n[data]\n\"aa.toml\" = '''\n[token_configs.kbs]\nurl = \"{kbs_url}\"\n'''\n\"policy.rego\" = '''\n{POLICY}'''\n"
-        );
-        for (name, value) in extra {
-            text.push_str(&format!("\"{name}\" = '''\n{value}'''\n"));
-        }
+        let text = initdata_toml(kbs_url, extra);
         let file = dir.join("initdata.toml");
         std::fs::write(&file, &text).expect("write initdata");
-        let mut field = Sha384::digest(text.as_bytes()).to_vec();
-        field.resize(64, 0);
         InitData {
             file,
-            launch_config: hex::encode(field),
+            launch_config: sample_launch_config(&text),
         }
     }
 }
