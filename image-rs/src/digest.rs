@@ -63,6 +63,15 @@ impl Digest {
         h.finish()
     }
 
+    /// The `sha256:` digest with these 32 bytes (for hashes computed outside
+    /// [`Hasher`], such as [`crate::sha256_lanes`]).
+    pub fn from_sha256(bytes: &[u8; 32]) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(bytes),
+        }
+    }
+
     /// Fails with [`Error::DigestMismatch`] unless `data` hashes to `self`.
     pub fn verify(&self, what: &str, data: &[u8]) -> Result<(), Error> {
         let actual = Digest::of(self.algorithm, data);

@@ -24,6 +24,7 @@ pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod sha256_lanes;
 pub mod signature;
 pub mod store;
 pub mod unpack;

@@ -17,6 +17,7 @@ use crate::decompress::Decompressor;
 use crate::digest::{Algorithm, Digest, HashingReader};
 use crate::error::Error;
 use crate::manifest::{self, Compression, Descriptor, ImageConfig, ImageManifest, ManifestKind};
+use crate::ocicrypt::cipher::BlobDecryptor;
 use crate::ocicrypt::layer::{layer_keys, DecryptionKeys, LayerKeys};
 use crate::ocicrypt::spec as enc;
 use crate::platform::Platform;
@@ -747,23 +748,19 @@ impl LayerJob {
         // The blob digest, and for an encrypted layer the HMAC over the
         // ciphertext, AES-CTR and the digest of the decrypted blob, run here
         // on the download side, beside the unpacking thread.
-        let mut hasher = crate::digest::Hasher::new(self.desc.digest.algorithm());
-        let mut crypt = self.keys.as_ref().map(|k| {
-            use ctr::cipher::KeyIvInit;
-            (
-                <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&k.private.symkey[..])
-                    .expect("HMAC takes any key length"),
-                crate::ocicrypt::cipher::Aes256Ctr::new(
-                    (&*k.private.symkey).into(),
-                    (&k.private.nonce).into(),
-                ),
-                crate::digest::Hasher::new(k.private.digest.algorithm()),
-            )
-        });
+        let mut hash = match self.keys.as_ref() {
+            None => BlobHash::Plain(Box::new(crate::digest::Hasher::new(
+                self.desc.digest.algorithm(),
+            ))),
+            Some(k) => BlobHash::Encrypted(Box::new(BlobDecryptor::new(
+                self.desc.digest.algorithm(),
+                &k.private,
+                &k.public,
+            ))),
+        };
         let download = self
             .client
             .stream_blob(&self.reference, &self.desc, tx.clone(), |chunk, bytes| {
-                hasher.update(&chunk);
                 if bytes - last >= 1 << 20 || bytes == size {
                     last = bytes;
                     progress.event(&ProgressEvent::LayerProgress {
@@ -773,30 +770,40 @@ impl LayerJob {
                         size,
                     });
                 }
-                let Some((mac, aes, plain)) = crypt.as_mut() else {
-                    return chunk;
-                };
-                use ctr::cipher::StreamCipher;
-                hmac::Mac::update(mac, &chunk);
-                let mut buf = bytes::BytesMut::from(&chunk[..]);
-                aes.apply_keystream(&mut buf);
-                plain.update(&buf);
-                buf.freeze()
+                match &mut hash {
+                    BlobHash::Plain(h) => {
+                        h.update(&chunk);
+                        chunk
+                    }
+                    BlobHash::Encrypted(d) => {
+                        // In place when the chunk is ours alone (the usual
+                        // case), else on a copy.
+                        let mut buf = chunk
+                            .try_into_mut()
+                            .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+                        d.decrypt_in_place(&mut buf);
+                        buf.freeze()
+                    }
+                }
             })
             .await;
         if let Ok(stats) = &download {
-            let (mac_ok, plain_digest) = match (crypt, self.keys.as_ref()) {
-                (Some((mac, _, plain)), Some(k)) => (
-                    Some(hmac::Mac::verify_slice(mac, &k.public.hmac).is_ok()),
-                    Some(plain.finish()),
-                ),
-                _ => (None, None),
-            };
-            let summary = BlobSummary {
-                digest: hasher.finish(),
-                size: stats.bytes,
-                mac_ok,
-                plain_digest,
+            let summary = match hash {
+                BlobHash::Plain(h) => BlobSummary {
+                    digest: h.finish(),
+                    size: stats.bytes,
+                    mac_ok: None,
+                    plain_digest: None,
+                },
+                BlobHash::Encrypted(d) => {
+                    let check = d.finish();
+                    BlobSummary {
+                        digest: check.blob_digest,
+                        size: stats.bytes,
+                        mac_ok: Some(check.mac_ok),
+                        plain_digest: Some(check.plain_digest),
+                    }
+                }
             };
             let _ = tx.send(Chunk::Summary(summary)).await;
         }
@@ -821,6 +828,14 @@ impl LayerJob {
         self.done(&o);
         Ok(o)
     }
+}
+
+/// What the download side computes over a blob as it streams.
+enum BlobHash {
+    /// The blob digest.
+    Plain(Box<crate::digest::Hasher>),
+    /// Decryption, with the blob digest, the HMAC and the plain digest.
+    Encrypted(Box<BlobDecryptor>),
 }
 
 /// `Read` over the blob channel. A channel closed before [`Chunk::End`]

@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 use super::options::{PrivateOptions, PublicOptions, HMAC_LEN, NONCE_LEN, SYMKEY_LEN};
 use crate::digest::{Algorithm, Digest, Hasher};
+use crate::sha256_lanes::Sha256Lanes;
 
 /// AES-256 in CTR mode with a 128-bit big-endian counter (what Go's
 /// `cipher.NewCTR` and OpenSSL's `aes-256-ctr` do).
@@ -170,6 +171,142 @@ impl<R: Read> Read for DecryptReader<R> {
         self.cipher.apply_keystream(chunk);
         self.count += n as u64;
         Ok(n)
+    }
+}
+
+/// What [`BlobDecryptor::finish`] found about the whole blob.
+#[derive(Debug, Clone)]
+pub struct BlobCheck {
+    /// Digest of the ciphertext, in the algorithm of the layer descriptor.
+    pub blob_digest: Digest,
+    /// Whether the HMAC over the ciphertext matched `pubopts.hmac`.
+    pub mac_ok: bool,
+    /// Digest of the decrypted blob, in the algorithm of
+    /// [`PrivateOptions::digest`] (the caller compares the two).
+    pub plain_digest: Digest,
+}
+
+/// Decrypts an encrypted layer blob in place, chunk by chunk as it is
+/// downloaded, and computes in the same pass the three hashes the pull checks
+/// before committing the layer: the blob digest and the HMAC over the
+/// ciphertext, and the digest of the plaintext. When all three are SHA-256
+/// (always, for images ocicrypt makes) they run interleaved in
+/// [`Sha256Lanes`], about as fast as one hash alone; any other algorithm
+/// takes the one-hasher-each path.
+pub struct BlobDecryptor {
+    cipher: Aes256Ctr,
+    hashes: BlobHashes,
+    /// `symkey ^ opad`, for the outer HMAC hash.
+    opad: Zeroizing<[u8; 64]>,
+    expected_mac: Vec<u8>,
+}
+
+enum BlobHashes {
+    /// Lanes: 0 blob digest, 1 HMAC inner hash (primed with `symkey ^ ipad`),
+    /// 2 plain digest.
+    Lanes(Box<Sha256Lanes<3>>),
+    Separate(Box<(Hasher, HmacSha256, Hasher)>),
+}
+
+impl fmt::Debug for BlobDecryptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobDecryptor")
+            .field("interleaved", &matches!(self.hashes, BlobHashes::Lanes(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes decrypted per step: small enough that a copy of the ciphertext stays
+/// in L1 while both it and the plaintext are hashed.
+const DECRYPT_STEP: usize = 4096;
+
+impl BlobDecryptor {
+    /// A decryptor for a blob whose descriptor digest uses `blob_algorithm`.
+    pub fn new(
+        blob_algorithm: Algorithm,
+        private: &PrivateOptions,
+        public: &PublicOptions,
+    ) -> Self {
+        let pad = |byte: u8| {
+            let mut p = Zeroizing::new([byte; 64]);
+            for (p, k) in p.iter_mut().zip(private.symkey.iter()) {
+                *p ^= k;
+            }
+            p
+        };
+        let hashes = if blob_algorithm == Algorithm::Sha256
+            && private.digest.algorithm() == Algorithm::Sha256
+        {
+            let mut lanes = Box::new(Sha256Lanes::<3>::new());
+            lanes.absorb_prefix_block(1, &pad(0x36));
+            BlobHashes::Lanes(lanes)
+        } else {
+            BlobHashes::Separate(Box::new((
+                Hasher::new(blob_algorithm),
+                hmac_with(&private.symkey),
+                Hasher::new(private.digest.algorithm()),
+            )))
+        };
+        BlobDecryptor {
+            cipher: ctr_with(&private.symkey, &private.nonce),
+            hashes,
+            opad: pad(0x5c),
+            expected_mac: public.hmac.clone(),
+        }
+    }
+
+    /// Decrypts the next piece of ciphertext in place, hashing it before and
+    /// after.
+    pub fn decrypt_in_place(&mut self, buf: &mut [u8]) {
+        let mut copy = [0u8; DECRYPT_STEP];
+        for piece in buf.chunks_mut(DECRYPT_STEP) {
+            let cipher_text = &mut copy[..piece.len()];
+            cipher_text.copy_from_slice(piece);
+            self.cipher.apply_keystream(piece);
+            match &mut self.hashes {
+                BlobHashes::Lanes(l) => l.update([cipher_text, cipher_text, piece]),
+                BlobHashes::Separate(h) => {
+                    let (blob, mac, plain) = &mut **h;
+                    blob.update(cipher_text);
+                    mac.update(cipher_text);
+                    plain.update(piece);
+                }
+            }
+        }
+    }
+
+    /// The blob digest, the HMAC verdict (compared in constant time) and the
+    /// plain digest, once the whole blob went through
+    /// [`decrypt_in_place`](Self::decrypt_in_place).
+    pub fn finish(self) -> BlobCheck {
+        use subtle::ConstantTimeEq;
+        let (blob_digest, mac, plain_digest): (Digest, Zeroizing<[u8; 32]>, Digest) =
+            match self.hashes {
+                BlobHashes::Lanes(l) => {
+                    let [blob, inner, plain] = l.finish();
+                    let mut outer = <Sha256 as sha2::Digest>::new();
+                    sha2::Digest::update(&mut outer, &self.opad[..]);
+                    sha2::Digest::update(&mut outer, inner);
+                    (
+                        Digest::from_sha256(&blob),
+                        Zeroizing::new(sha2::Digest::finalize(outer).into()),
+                        Digest::from_sha256(&plain),
+                    )
+                }
+                BlobHashes::Separate(h) => {
+                    let (blob, mac, plain) = *h;
+                    (
+                        blob.finish(),
+                        Zeroizing::new(mac.finalize().into_bytes().into()),
+                        plain.finish(),
+                    )
+                }
+            };
+        BlobCheck {
+            blob_digest,
+            mac_ok: bool::from(mac[..].ct_eq(&self.expected_mac[..])),
+            plain_digest,
+        }
     }
 }
 
@@ -346,6 +483,53 @@ mod tests {
 
     fn sample(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    /// The in-place decryptor of the pull gives the plaintext and the three
+    /// checks the reference hashers give, for any chunking, on both its
+    /// interleaved SHA-256 path and the one-hasher-each path (a sha512
+    /// descriptor digest), and reports a modified ciphertext or HMAC.
+    #[test]
+    fn blob_decryptor_matches_reference_hashers() {
+        let plain = sample(200_017);
+        let mut r = EncryptReader::new(&plain[..]);
+        let mut ct = Vec::new();
+        r.read_to_end(&mut ct).unwrap();
+        let e = r.finish();
+        for (alg, interleaved) in [(Algorithm::Sha256, true), (Algorithm::Sha512, false)] {
+            for step in [1usize, 63, 4096, 4097, 65_536, 1 << 20] {
+                let mut d = BlobDecryptor::new(alg, &e.private, &e.public);
+                assert_eq!(format!("{d:?}").contains("true"), interleaved);
+                let mut out = ct.clone();
+                for piece in out.chunks_mut(step) {
+                    d.decrypt_in_place(piece);
+                }
+                assert_eq!(out, plain, "step {step}");
+                let check = d.finish();
+                assert!(check.mac_ok, "step {step}");
+                assert_eq!(check.blob_digest, Digest::of(alg, &ct));
+                assert_eq!(check.plain_digest, e.private.digest);
+            }
+        }
+        // One flipped ciphertext bit, or a changed HMAC: MAC fails, and the
+        // blob digest no longer matches the descriptor.
+        let mut bad = ct.clone();
+        bad[150_000] ^= 1;
+        let mut d = BlobDecryptor::new(Algorithm::Sha256, &e.private, &e.public);
+        d.decrypt_in_place(&mut bad);
+        let check = d.finish();
+        assert!(!check.mac_ok);
+        assert_ne!(check.blob_digest, e.digest);
+        assert_ne!(check.plain_digest, e.private.digest);
+        let mut public = e.public.clone();
+        public.hmac[0] ^= 1;
+        let mut d = BlobDecryptor::new(Algorithm::Sha256, &e.private, &public);
+        d.decrypt_in_place(&mut ct.clone());
+        assert!(!d.finish().mac_ok);
+        public.hmac.truncate(31);
+        let mut d = BlobDecryptor::new(Algorithm::Sha256, &e.private, &public);
+        d.decrypt_in_place(&mut ct.clone());
+        assert!(!d.finish().mac_ok, "a short HMAC never matches");
     }
 
     #[test]
