@@ -82,17 +82,14 @@ pub enum Chunk {
     Summary(BlobSummary),
 }
 
-/// Digest, size and (for encrypted layers) MAC verdict of a streamed blob.
+/// Size and digest of a streamed blob.
 #[derive(Debug, Clone)]
 pub struct BlobSummary {
-    /// Digest of all bytes sent.
-    pub digest: Digest,
+    /// Digest of all bytes sent; `None` when the receiver hashes them itself
+    /// (an encrypted layer, hashed while it is decrypted).
+    pub digest: Option<Digest>,
     /// Number of bytes sent.
     pub size: u64,
-    /// For an encrypted layer: whether the HMAC over the ciphertext matched.
-    pub mac_ok: Option<bool>,
-    /// For an encrypted layer: digest of the decrypted bytes sent.
-    pub plain_digest: Option<Digest>,
 }
 
 enum CachedAuth {
