@@ -186,39 +186,113 @@ pub struct BlobCheck {
     pub plain_digest: Digest,
 }
 
-/// Decrypts an encrypted layer blob in place, chunk by chunk as it is
-/// downloaded, and computes in the same pass the three hashes the pull checks
-/// before committing the layer: the blob digest and the HMAC over the
-/// ciphertext, and the digest of the plaintext. When all three are SHA-256
-/// (always, for images ocicrypt makes) they run interleaved in
+/// The three hashes of an encrypted blob: its digest and its HMAC over the
+/// ciphertext, and the digest of the plaintext. When both digests are
+/// SHA-256 (always, for images ocicrypt makes) they run interleaved in
 /// [`Sha256Lanes`], about as fast as one hash alone; any other algorithm
 /// takes the one-hasher-each path.
-pub struct BlobDecryptor {
-    cipher: Aes256Ctr,
-    hashes: BlobHashes,
+struct LayerHashes {
+    kind: HashKind,
     /// `symkey ^ opad`, for the outer HMAC hash.
     opad: Zeroizing<[u8; 64]>,
-    expected_mac: Vec<u8>,
 }
 
-enum BlobHashes {
+enum HashKind {
     /// Lanes: 0 blob digest, 1 HMAC inner hash (primed with `symkey ^ ipad`),
     /// 2 plain digest.
     Lanes(Box<Sha256Lanes<3>>),
     Separate(Box<(Hasher, HmacSha256, Hasher)>),
 }
 
-impl fmt::Debug for BlobDecryptor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlobDecryptor")
-            .field("interleaved", &matches!(self.hashes, BlobHashes::Lanes(_)))
-            .finish_non_exhaustive()
+/// Bytes en- or decrypted per step: small enough that a copy of the input
+/// stays in L1 while both it and the output are hashed.
+const CIPHER_STEP: usize = 4096;
+
+impl LayerHashes {
+    fn new(blob: Algorithm, plain: Algorithm, symkey: &[u8; SYMKEY_LEN]) -> Self {
+        let pad = |byte: u8| {
+            let mut p = Zeroizing::new([byte; 64]);
+            for (p, k) in p.iter_mut().zip(symkey) {
+                *p ^= k;
+            }
+            p
+        };
+        let kind = if blob == Algorithm::Sha256 && plain == Algorithm::Sha256 {
+            let mut lanes = Box::new(Sha256Lanes::<3>::new());
+            lanes.absorb_prefix_block(1, &pad(0x36));
+            HashKind::Lanes(lanes)
+        } else {
+            HashKind::Separate(Box::new((
+                Hasher::new(blob),
+                hmac_with(symkey),
+                Hasher::new(plain),
+            )))
+        };
+        LayerHashes {
+            kind,
+            opad: pad(0x5c),
+        }
+    }
+
+    fn update(&mut self, cipher_text: &[u8], plain: &[u8]) {
+        match &mut self.kind {
+            HashKind::Lanes(l) => l.update([cipher_text, cipher_text, plain]),
+            HashKind::Separate(h) => {
+                let (blob, mac, plain_hash) = &mut **h;
+                blob.update(cipher_text);
+                mac.update(cipher_text);
+                plain_hash.update(plain);
+            }
+        }
+    }
+
+    /// Blob digest, HMAC, plain digest.
+    fn finish(self) -> (Digest, Zeroizing<[u8; HMAC_LEN]>, Digest) {
+        match self.kind {
+            HashKind::Lanes(l) => {
+                let [blob, inner, plain] = l.finish();
+                let mut outer = <Sha256 as sha2::Digest>::new();
+                sha2::Digest::update(&mut outer, &self.opad[..]);
+                sha2::Digest::update(&mut outer, inner);
+                (
+                    Digest::from_sha256(&blob),
+                    Zeroizing::new(sha2::Digest::finalize(outer).into()),
+                    Digest::from_sha256(&plain),
+                )
+            }
+            HashKind::Separate(h) => {
+                let (blob, mac, plain) = *h;
+                (
+                    blob.finish(),
+                    Zeroizing::new(mac.finalize().into_bytes().into()),
+                    plain.finish(),
+                )
+            }
+        }
     }
 }
 
-/// Bytes decrypted per step: small enough that a copy of the ciphertext stays
-/// in L1 while both it and the plaintext are hashed.
-const DECRYPT_STEP: usize = 4096;
+/// Decrypts an encrypted layer blob in place, chunk by chunk as it is
+/// downloaded, and computes in the same pass the three hashes the pull checks
+/// before committing the layer: the blob digest and the HMAC over the
+/// ciphertext, and the digest of the plaintext (interleaved, see
+/// [`Sha256Lanes`]).
+pub struct BlobDecryptor {
+    cipher: Aes256Ctr,
+    hashes: LayerHashes,
+    expected_mac: Vec<u8>,
+}
+
+impl fmt::Debug for BlobDecryptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobDecryptor")
+            .field(
+                "interleaved",
+                &matches!(self.hashes.kind, HashKind::Lanes(_)),
+            )
+            .finish_non_exhaustive()
+    }
+}
 
 impl BlobDecryptor {
     /// A decryptor for a blob whose descriptor digest uses `blob_algorithm`.
@@ -227,30 +301,9 @@ impl BlobDecryptor {
         private: &PrivateOptions,
         public: &PublicOptions,
     ) -> Self {
-        let pad = |byte: u8| {
-            let mut p = Zeroizing::new([byte; 64]);
-            for (p, k) in p.iter_mut().zip(private.symkey.iter()) {
-                *p ^= k;
-            }
-            p
-        };
-        let hashes = if blob_algorithm == Algorithm::Sha256
-            && private.digest.algorithm() == Algorithm::Sha256
-        {
-            let mut lanes = Box::new(Sha256Lanes::<3>::new());
-            lanes.absorb_prefix_block(1, &pad(0x36));
-            BlobHashes::Lanes(lanes)
-        } else {
-            BlobHashes::Separate(Box::new((
-                Hasher::new(blob_algorithm),
-                hmac_with(&private.symkey),
-                Hasher::new(private.digest.algorithm()),
-            )))
-        };
         BlobDecryptor {
             cipher: ctr_with(&private.symkey, &private.nonce),
-            hashes,
-            opad: pad(0x5c),
+            hashes: LayerHashes::new(blob_algorithm, private.digest.algorithm(), &private.symkey),
             expected_mac: public.hmac.clone(),
         }
     }
@@ -258,20 +311,12 @@ impl BlobDecryptor {
     /// Decrypts the next piece of ciphertext in place, hashing it before and
     /// after.
     pub fn decrypt_in_place(&mut self, buf: &mut [u8]) {
-        let mut copy = [0u8; DECRYPT_STEP];
-        for piece in buf.chunks_mut(DECRYPT_STEP) {
+        let mut copy = [0u8; CIPHER_STEP];
+        for piece in buf.chunks_mut(CIPHER_STEP) {
             let cipher_text = &mut copy[..piece.len()];
             cipher_text.copy_from_slice(piece);
             self.cipher.apply_keystream(piece);
-            match &mut self.hashes {
-                BlobHashes::Lanes(l) => l.update([cipher_text, cipher_text, piece]),
-                BlobHashes::Separate(h) => {
-                    let (blob, mac, plain) = &mut **h;
-                    blob.update(cipher_text);
-                    mac.update(cipher_text);
-                    plain.update(piece);
-                }
-            }
+            self.hashes.update(cipher_text, piece);
         }
     }
 
@@ -280,28 +325,7 @@ impl BlobDecryptor {
     /// [`decrypt_in_place`](Self::decrypt_in_place).
     pub fn finish(self) -> BlobCheck {
         use subtle::ConstantTimeEq;
-        let (blob_digest, mac, plain_digest): (Digest, Zeroizing<[u8; 32]>, Digest) =
-            match self.hashes {
-                BlobHashes::Lanes(l) => {
-                    let [blob, inner, plain] = l.finish();
-                    let mut outer = <Sha256 as sha2::Digest>::new();
-                    sha2::Digest::update(&mut outer, &self.opad[..]);
-                    sha2::Digest::update(&mut outer, inner);
-                    (
-                        Digest::from_sha256(&blob),
-                        Zeroizing::new(sha2::Digest::finalize(outer).into()),
-                        Digest::from_sha256(&plain),
-                    )
-                }
-                BlobHashes::Separate(h) => {
-                    let (blob, mac, plain) = *h;
-                    (
-                        blob.finish(),
-                        Zeroizing::new(mac.finalize().into_bytes().into()),
-                        plain.finish(),
-                    )
-                }
-            };
+        let (blob_digest, mac, plain_digest) = self.hashes.finish();
         BlobCheck {
             blob_digest,
             mac_ok: bool::from(mac[..].ct_eq(&self.expected_mac[..])),
@@ -325,14 +349,13 @@ pub struct Encrypted {
 }
 
 /// The encrypt-side state shared by [`EncryptReader`] and [`EncryptWriter`]:
-/// a fresh key and nonce, the CTR keystream, the HMAC and the two digests.
+/// a fresh key and nonce, the CTR keystream, and the HMAC and two digests
+/// (interleaved, see [`LayerHashes`]).
 struct Encryptor {
     symkey: Zeroizing<[u8; SYMKEY_LEN]>,
     nonce: [u8; NONCE_LEN],
     cipher: Aes256Ctr,
-    mac: HmacSha256,
-    plain: Hasher,
-    ciphertext: Hasher,
+    hashes: LayerHashes,
     size: u64,
 }
 
@@ -344,33 +367,34 @@ impl Encryptor {
         OsRng.fill_bytes(&mut nonce);
         Encryptor {
             cipher: ctr_with(&symkey, &nonce),
-            mac: hmac_with(&symkey),
+            hashes: LayerHashes::new(Algorithm::Sha256, Algorithm::Sha256, &symkey),
             symkey,
             nonce,
-            plain: Hasher::new(Algorithm::Sha256),
-            ciphertext: Hasher::new(Algorithm::Sha256),
             size: 0,
         }
     }
 
     fn encrypt(&mut self, buf: &mut [u8]) {
-        self.plain.update(buf);
-        self.cipher.apply_keystream(buf);
-        self.mac.update(buf);
-        self.ciphertext.update(buf);
+        let mut copy = [0u8; CIPHER_STEP];
+        for piece in buf.chunks_mut(CIPHER_STEP) {
+            let plain = &mut copy[..piece.len()];
+            plain.copy_from_slice(piece);
+            self.cipher.apply_keystream(piece);
+            self.hashes.update(piece, plain);
+        }
         self.size += buf.len() as u64;
     }
 
     fn finish(self) -> Encrypted {
-        let hmac: [u8; HMAC_LEN] = self.mac.finalize().into_bytes().into();
+        let (digest, hmac, plain) = self.hashes.finish();
         Encrypted {
             private: PrivateOptions {
                 symkey: self.symkey,
                 nonce: self.nonce,
-                digest: self.plain.finish(),
+                digest: plain,
             },
-            public: PublicOptions::new(hmac),
-            digest: self.ciphertext.finish(),
+            public: PublicOptions::new(*hmac),
+            digest,
             size: self.size,
         }
     }
