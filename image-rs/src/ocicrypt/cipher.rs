@@ -204,6 +204,12 @@ enum HashKind {
     Separate(Box<(Hasher, HmacSha256, Hasher)>),
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Direction {
+    Encrypt,
+    Decrypt,
+}
+
 /// Bytes en- or decrypted per step: small enough that a copy of the input
 /// stays in L1 while both it and the output are hashed.
 const CIPHER_STEP: usize = 4096;
@@ -242,6 +248,21 @@ impl LayerHashes {
                 blob.update(cipher_text);
                 mac.update(cipher_text);
                 plain_hash.update(plain);
+            }
+        }
+    }
+
+    /// Runs `cipher` over `buf` in place, step by step, hashing each step's
+    /// input and output (kept in a small copy, so both are in cache).
+    fn apply_in_place(&mut self, cipher: &mut Aes256Ctr, buf: &mut [u8], direction: Direction) {
+        let mut copy = [0u8; CIPHER_STEP];
+        for piece in buf.chunks_mut(CIPHER_STEP) {
+            let input = &mut copy[..piece.len()];
+            input.copy_from_slice(piece);
+            cipher.apply_keystream(piece);
+            match direction {
+                Direction::Decrypt => self.update(input, piece),
+                Direction::Encrypt => self.update(piece, input),
             }
         }
     }
@@ -311,13 +332,8 @@ impl BlobDecryptor {
     /// Decrypts the next piece of ciphertext in place, hashing it before and
     /// after.
     pub fn decrypt_in_place(&mut self, buf: &mut [u8]) {
-        let mut copy = [0u8; CIPHER_STEP];
-        for piece in buf.chunks_mut(CIPHER_STEP) {
-            let cipher_text = &mut copy[..piece.len()];
-            cipher_text.copy_from_slice(piece);
-            self.cipher.apply_keystream(piece);
-            self.hashes.update(cipher_text, piece);
-        }
+        self.hashes
+            .apply_in_place(&mut self.cipher, buf, Direction::Decrypt);
     }
 
     /// The blob digest, the HMAC verdict (compared in constant time) and the
@@ -375,13 +391,8 @@ impl Encryptor {
     }
 
     fn encrypt(&mut self, buf: &mut [u8]) {
-        let mut copy = [0u8; CIPHER_STEP];
-        for piece in buf.chunks_mut(CIPHER_STEP) {
-            let plain = &mut copy[..piece.len()];
-            plain.copy_from_slice(piece);
-            self.cipher.apply_keystream(piece);
-            self.hashes.update(piece, plain);
-        }
+        self.hashes
+            .apply_in_place(&mut self.cipher, buf, Direction::Encrypt);
         self.size += buf.len() as u64;
     }
 
@@ -509,17 +520,24 @@ mod tests {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
 
+    /// A sample blob of `len` bytes, encrypted by [`EncryptReader`]:
+    /// (plaintext, ciphertext, options).
+    fn encrypted_sample(len: usize) -> (Vec<u8>, Vec<u8>, Encrypted) {
+        let plain = sample(len);
+        let mut r = EncryptReader::new(&plain[..]);
+        let mut ct = Vec::new();
+        r.read_to_end(&mut ct).unwrap();
+        let e = r.finish();
+        (plain, ct, e)
+    }
+
     /// The in-place decryptor of the pull gives the plaintext and the three
     /// checks the reference hashers give, for any chunking, on both its
     /// interleaved SHA-256 path and the one-hasher-each path (a sha512
     /// descriptor digest), and reports a modified ciphertext or HMAC.
     #[test]
     fn blob_decryptor_matches_reference_hashers() {
-        let plain = sample(200_017);
-        let mut r = EncryptReader::new(&plain[..]);
-        let mut ct = Vec::new();
-        r.read_to_end(&mut ct).unwrap();
-        let e = r.finish();
+        let (plain, ct, e) = encrypted_sample(200_017);
         for (alg, interleaved) in [(Algorithm::Sha256, true), (Algorithm::Sha512, false)] {
             for step in [1usize, 63, 4096, 4097, 65_536, 1 << 20] {
                 let mut d = BlobDecryptor::new(alg, &e.private, &e.public);
@@ -558,11 +576,7 @@ mod tests {
 
     #[test]
     fn encrypt_decrypt_round_trip_any_chunking() {
-        let plain = sample(100_003);
-        let mut r = EncryptReader::new(&plain[..]);
-        let mut ct = Vec::new();
-        r.read_to_end(&mut ct).unwrap();
-        let e = r.finish();
+        let (plain, ct, e) = encrypted_sample(100_003);
         assert_eq!(ct.len(), plain.len());
         assert_ne!(ct, plain);
         assert_eq!(e.size, plain.len() as u64);
@@ -622,11 +636,7 @@ mod tests {
 
     #[test]
     fn flipped_byte_fails_at_eof() {
-        let plain = sample(70_000);
-        let mut r = EncryptReader::new(&plain[..]);
-        let mut ct = Vec::new();
-        r.read_to_end(&mut ct).unwrap();
-        let e = r.finish();
+        let (_, mut ct, e) = encrypted_sample(70_000);
         ct[12345] ^= 0x01;
         let mut d = DecryptReader::new(&ct[..], &e.private, &e.public);
         let err = d.read_to_end(&mut Vec::new()).unwrap_err();
@@ -646,11 +656,7 @@ mod tests {
 
     #[test]
     fn finish_drains_what_the_consumer_left() {
-        let plain = sample(50_000);
-        let mut r = EncryptReader::new(&plain[..]);
-        let mut ct = Vec::new();
-        r.read_to_end(&mut ct).unwrap();
-        let e = r.finish();
+        let (plain, ct, e) = encrypted_sample(50_000);
         let mut d = DecryptReader::new(&ct[..], &e.private, &e.public);
         let mut head = [0u8; 1000];
         d.read_exact(&mut head).unwrap();
