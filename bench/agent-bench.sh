@@ -189,37 +189,10 @@ log "agent: $GUEST_AGENT ($("$GUEST_AGENT" --version 2>/dev/null)); scratch: $WO
 
 # ---------------------------------------------------------------- image + registry
 if ((CONTAINERS)); then
-    port_free() { if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 1; fi; }
-    PORT=
-    for ((try = 0; try < 10; try++)); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        port_free "$port" || continue
-        cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry
-http:
-  addr: 127.0.0.1:$port
-  secret: agent-bench
-EOF
-        docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-        REG_PID=$!
-        for ((i = 0; i < 100; i++)); do
-            if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
-                kill -0 "$REG_PID" 2>/dev/null && { PORT=$port; break 2; }
-            fi
-            kill -0 "$REG_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        stop_pid "$REG_PID"
-        REG_PID=
-    done
-    [[ -n $PORT ]] || { cat "$WORK/registry.log" >&2; die "could not start docker-registry"; }
+    # shellcheck source=scripts/registry.sh
+    . "$REPO_ROOT/scripts/registry.sh"
+    start_registry "$WORK" || die "could not start docker-registry"
+    PORT=$REG_PORT
     REF=127.0.0.1:$PORT/bench/busybox:v1
     log "registry: http://127.0.0.1:$PORT (pid $REG_PID)"
 

@@ -175,53 +175,10 @@ log "cpu: $(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
 log "tools: $(docker-registry --version 2>/dev/null | awk 'NR == 1 {print $NF}') registry, skopeo $(skopeo --version | awk '{print $3}'), umoci $(umoci --version | awk '{print $3}'), containerd $(containerd --version | awk '{print $3}'), $(openssl version | awk '{print $1, $2}')"
 
 # ---------------------------------------------------------------- registry
-port_free() {
-    if command -v ss >/dev/null 2>&1; then
-        [[ -z $(ss -Htln "sport = :$1" 2>/dev/null) ]]
-    else
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 1; fi
-    fi
-}
-
-start_registry() {
-    local try port i
-    for ((try = 0; try < 10; try++)); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        port_free "$port" || continue
-        cat >"$S/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $S/registry
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-  secret: pull-bench
-EOF
-        docker-registry serve "$S/registry.yml" >"$S/registry.log" 2>&1 &
-        REG_PID=$!
-        for ((i = 0; i < 100; i++)); do
-            if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
-                kill -0 "$REG_PID" 2>/dev/null && { PORT=$port; return 0; }
-            fi
-            kill -0 "$REG_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        stop_pid "$REG_PID"
-        REG_PID=
-    done
-    cat "$S/registry.log" >&2 || true
-    die "could not start docker-registry"
-}
-start_registry
+# shellcheck source=scripts/registry.sh
+. "$REPO_ROOT/scripts/registry.sh"
+start_registry "$S" || die "could not start docker-registry"
+PORT=$REG_PORT
 REG=127.0.0.1:$PORT
 REF=$REG/bench/image:v1
 log "registry: http://$REG (pid $REG_PID)"

@@ -53,42 +53,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- registry
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-start_registry() {
-    local try port i
-    for ((try = 0; try < 10; try++)); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        port_free "$port" || continue
-        cat >"$S/registry.yml" <<YML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $S/registry
-http:
-  addr: 127.0.0.1:$port
-  secret: signature-bench
-YML
-        docker-registry serve "$S/registry.yml" >"$S/registry.log" 2>&1 &
-        REG_PID=$!
-        for ((i = 0; i < 100; i++)); do
-            if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
-                PORT=$port
-                return 0
-            fi
-            kill -0 "$REG_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill "$REG_PID" 2>/dev/null || true
-        REG_PID=
-    done
-    cat "$S/registry.log" >&2 || true
-    die "could not start docker-registry"
-}
-start_registry
+# shellcheck source=scripts/registry.sh
+. "$REPO_ROOT/scripts/registry.sh"
+start_registry "$S" || die "could not start docker-registry"
+PORT=$REG_PORT
 REG=127.0.0.1:$PORT
 log "registry: http://$REG"
 

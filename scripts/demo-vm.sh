@@ -83,21 +83,7 @@ algorithm = "sha384"
 url = "http://$HOST_IN_GUEST:8080"
 '''
 "policy.rego" = '''
-package agent_policy
-default CreateSandboxRequest := true
-default DestroySandboxRequest := true
-default CreateContainerRequest := true
-default StartContainerRequest := true
-default RemoveContainerRequest := true
-default WaitProcessRequest := true
-default ReadStreamRequest := true
-default WriteStreamRequest := true
-default CloseStdinRequest := true
-default SignalProcessRequest := true
-default GuestDetailsRequest := true
-default UpdateInterfaceRequest := true
-default UpdateRoutesRequest := true
-default ExecProcessRequest := false
+$(cat "$ROOT/scripts/pod-policy.rego")
 '''
 TOML
 DIGEST=$("$BIN/attestation-agent" initdata-disk --initdata "$WORK/initdata.toml" --output "$WORK/initdata.img")

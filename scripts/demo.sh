@@ -151,20 +151,7 @@ if $AA get-resource --kbs-url "$KBS_DENY" --tee sample kbs:///default/key/1 >/de
 fi
 sed 's/^/  /' "$WORK/deny.err"
 
-cat > "$WORK/policy.rego" <<'REGO'
-package agent_policy
-default CreateSandboxRequest := true
-default CreateContainerRequest := true
-default StartContainerRequest := true
-default RemoveContainerRequest := true
-default WaitProcessRequest := true
-default ReadStreamRequest := true
-default WriteStreamRequest := true
-default CloseStdinRequest := true
-default SignalProcessRequest := true
-default GuestDetailsRequest := true
-default ExecProcessRequest := false
-REGO
+cp "$ROOT/scripts/pod-policy.rego" "$WORK/policy.rego"
 make_initdata() { # $1 = KBS URL, $2 = file; prints the launch field a VMM would set for it
   {
     printf 'version = "0.1.0"\nalgorithm = "sha384"\n[data]\n'

@@ -505,22 +505,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 /// A pod's agent policy (what initdata carries in the tests and demos):
 /// everything a pod needs, including the network set-up of a VM, except
 /// exec into a container (and SetPolicy, which no rule allows).
-pub const POD_POLICY: &str = r#"package agent_policy
-default CreateSandboxRequest := true
-default DestroySandboxRequest := true
-default CreateContainerRequest := true
-default StartContainerRequest := true
-default RemoveContainerRequest := true
-default WaitProcessRequest := true
-default ReadStreamRequest := true
-default WriteStreamRequest := true
-default CloseStdinRequest := true
-default SignalProcessRequest := true
-default GuestDetailsRequest := true
-default UpdateInterfaceRequest := true
-default UpdateRoutesRequest := true
-default ExecProcessRequest := false
-"#;
+pub const POD_POLICY: &str = include_str!("../../scripts/pod-policy.rego");
 
 /// An initdata document (version 0.1.0, sha384) naming the KBS at `kbs_url`
 /// in `aa.toml`, with [`POD_POLICY`] as `policy.rego`, plus `extra` `[data]`
