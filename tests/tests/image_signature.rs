@@ -13,8 +13,8 @@ use image_rs::copy::{copy, CopyOptions, Location};
 use image_rs::ocicrypt::provider::FileKeyProvider;
 use image_rs::signature::{RegistriesD, SigningKey};
 use image_rs::{
-    Layout, PullOptions, Puller, Reference, RegistryClient, RegistryConfig, SignaturePolicy,
-    SignatureVerifier, Store,
+    Digest, Layout, PullOptions, Puller, Reference, RegistryClient, RegistryConfig,
+    SignaturePolicy, SignatureVerifier, Store,
 };
 use integration_tests::images::{self, LayerBuilder};
 use integration_tests::layout::{self, OciLayout};
@@ -185,6 +185,14 @@ fn store_contents(store: &Store) -> usize {
         + store.images().expect("images").len()
 }
 
+/// The manifest digest `r` resolves to (through a scratch store).
+async fn manifest_digest(w: &World, r: &Reference) -> Digest {
+    Puller::new(client(), w.store("digests"))
+        .manifest_digest(r)
+        .await
+        .unwrap()
+}
+
 /// Pulls expecting a refusal; checks the error is one line naming the
 /// policy, and that nothing reached the store. Returns the message.
 async fn expect_denied(w: &World, r: &Reference, v: SignatureVerifier, store: &str) -> String {
@@ -341,14 +349,8 @@ async fn unsigned_other_key_and_moved_tag_are_rejected_before_any_layer() {
 
     // A valid signature (of sig/other's manifest) copied to the moved tag's
     // attachment: it verifies with its key but names another digest.
-    let moved = Puller::new(client(), w.store("d1"))
-        .manifest_digest(&r)
-        .await
-        .unwrap();
-    let other = Puller::new(client(), w.store("d2"))
-        .manifest_digest(&w.reference("sig/other:v1"))
-        .await
-        .unwrap();
+    let moved = manifest_digest(&w, &r).await;
+    let other = manifest_digest(&w, &w.reference("sig/other:v1")).await;
     let sig_manifest = raw::get_manifest(
         &w.registry.addr(),
         "sig/other",
@@ -467,14 +469,8 @@ async fn gpg_signed_by_skopeo_with_lookaside_verifies() {
 
     // A valid signature moved to another image's location: the payload
     // names another digest.
-    let app_digest = Puller::new(client(), w.store("d1"))
-        .manifest_digest(&r)
-        .await
-        .unwrap();
-    let ed_digest = Puller::new(client(), w.store("d2"))
-        .manifest_digest(&w.reference("gpg/ed:v1"))
-        .await
-        .unwrap();
+    let app_digest = manifest_digest(&w, &r).await;
+    let ed_digest = manifest_digest(&w, &w.reference("gpg/ed:v1")).await;
     let src = lookaside.join(format!("gpg/app@sha256={}/signature-1", app_digest.hex()));
     let dst = lookaside.join(format!("gpg/ed@sha256={}/signature-2", ed_digest.hex()));
     fs::copy(&src, &dst).unwrap();

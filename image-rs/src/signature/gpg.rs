@@ -168,6 +168,15 @@ fn left_pad(v: &[u8], n: usize) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The (r, s) pair of an EdDSA or ECDSA signature packet as `r || s`, each
+/// left-padded to `width` bytes (the fixed form the verifying crates take).
+fn r_s_fixed(mpis: &[Vec<u8>], width: usize) -> Result<Vec<u8>, String> {
+    let (r, s) = (mpis.first().ok_or("no r")?, mpis.get(1).ok_or("no s")?);
+    let mut raw = left_pad(r, width)?;
+    raw.extend(left_pad(s, width)?);
+    Ok(raw)
+}
+
 const OID_ED25519: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xda, 0x47, 0x0f, 0x01];
 const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
@@ -383,23 +392,17 @@ fn verify_with(k: &GpgKey, s: &Sig, digest: &[u8]) -> Result<(), String> {
             pk.verify(scheme, digest, &sig).map_err(|_| bad())
         }
         (KeyMaterial::Ed25519(pk), 22) => {
-            let (r, sv) = (s.mpis.first().ok_or("no r")?, s.mpis.get(1).ok_or("no s")?);
-            let mut raw = left_pad(r, 32)?;
-            raw.extend(left_pad(sv, 32)?);
+            let raw = r_s_fixed(&s.mpis, 32)?;
             let sig = ed25519_dalek::Signature::from_slice(&raw).map_err(|_| bad())?;
             pk.verify_strict(digest, &sig).map_err(|_| bad())
         }
         (KeyMaterial::P256(pk), 19) => {
-            let (r, sv) = (s.mpis.first().ok_or("no r")?, s.mpis.get(1).ok_or("no s")?);
-            let mut raw = left_pad(r, 32)?;
-            raw.extend(left_pad(sv, 32)?);
+            let raw = r_s_fixed(&s.mpis, 32)?;
             let sig = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| bad())?;
             pk.verify_prehash(digest, &sig).map_err(|_| bad())
         }
         (KeyMaterial::P384(pk), 19) => {
-            let (r, sv) = (s.mpis.first().ok_or("no r")?, s.mpis.get(1).ok_or("no s")?);
-            let mut raw = left_pad(r, 48)?;
-            raw.extend(left_pad(sv, 48)?);
+            let raw = r_s_fixed(&s.mpis, 48)?;
             let sig = p384::ecdsa::Signature::from_slice(&raw).map_err(|_| bad())?;
             pk.verify_prehash(digest, &sig).map_err(|_| bad())
         }
